@@ -94,6 +94,7 @@ fn pid1_sigterm_clean_stop_exits_0() {
     );
     let mut h = Hivesup::start_pid1(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["p"]);
     let code = h.stop();
     h.check(code == 0, || format!("expected 0, got {code}"));
     h.wait_stdout("p | SIGTERM");
@@ -110,6 +111,7 @@ fn pid1_sigkill_escalation_exits_1() {
     );
     let mut h = Hivesup::start_pid1(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["p"]);
     let code = h.stop();
     h.check(code == 1, || format!("expected 1, got {code}"));
 }
@@ -126,6 +128,7 @@ fn pid1_forwards_signals() {
     );
     let mut h = Hivesup::start_pid1(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["p"]);
     for (sig, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
         h.signal(sig);
         h.wait_stdout(&format!("p | {name}"));

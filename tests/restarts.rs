@@ -219,8 +219,15 @@ start_retries = 2
 settle_time = "5s"
 "#,
         sup = supervisor(""),
-        other = arr(&[fx("print_signals.py")]),
-        crit = arr(&[fx("stamp.py"), t.p("starts"), fx("exit.py"), "3".into()]),
+        other = arr(&[fx("print_signals.py"), "--pidfile".into(), t.p("other.pid")]),
+        // crit fails only once `other` has its signal handlers (it writes its pidfile then),
+        // so `other | SIGTERM` below is an echo, not a death by an unhandled signal
+        crit = q(format!(
+            "{stamp} {starts} sh -c 'while [ ! -e {pidfile} ]; do sleep 0.05; done; exit 3'",
+            stamp = fx("stamp.py"),
+            starts = t.p("starts"),
+            pidfile = t.p("other.pid")
+        )),
     );
     let mut h = Hivesup::start(t, &cfg);
     let code = h.wait_code(LONG);

@@ -39,6 +39,7 @@ command = {c}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["a", "b", "c"]);
     let code = h.stop();
     h.check(code == 0, || format!("clean stop should exit 0, got {code}"));
     let d = &h.dir;
@@ -77,6 +78,7 @@ command = {p3}
         );
         let mut h = Hivesup::start(t, &cfg);
         h.wait_http("/health", 200, WAIT);
+        h.wait_ready(&["term", "int", "usr1"]);
         h.signal(sig);
         let code = h.wait_code(LONG);
         h.check(code == 0, || format!("{name}: clean stop should exit 0, got {code}"));
@@ -106,6 +108,7 @@ command = {nice}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["stubborn", "nice"]);
     let pid: i32 = h.dir.read("pid").unwrap().parse().unwrap();
     let start = read_proc(pid).unwrap().starttime;
     let code = h.stop();
@@ -268,6 +271,7 @@ command = {cmd}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["p"]);
     let code = h.stop();
     h.check(code == 0, || format!("expected 0, got {code}"));
     h.check(h.dir.stamps("starts").len() == 1, || "restarted during shutdown".into());
@@ -296,6 +300,7 @@ command = {high}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["low", "high"]);
     h.signal(libc::SIGTERM);
     h.wait_stdout("low | SIGTERM");
     let r = h.get("/health");
@@ -325,6 +330,7 @@ command = {cmd}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["stubborn"]);
     h.signal(libc::SIGTERM);
     // far below the 120 s stop_timeout: the 1 s shutdown_timeout must have cut it short
     let code = h.wait_code(Duration::from_secs(20));

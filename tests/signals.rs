@@ -27,6 +27,7 @@ command = {ps}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
+    h.wait_ready(&["a", "b", "c"]);
     // one signal at a time: standard signals coalesce
     h.signal(libc::SIGHUP);
     h.wait_stdout("a | SIGHUP");
@@ -70,6 +71,7 @@ command = ["sleep", "1000"]
     let mut h = Hivesup::start(t, &cfg);
     let j = h.wait_http("/health", 200, WAIT).json();
     let pid = j["programs"]["sleeper"]["pid"].clone();
+    h.wait_ready(&["listener"]);
     for (sig, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
         h.signal(sig);
         h.wait_stdout(&format!("listener | {name}"));
@@ -112,6 +114,7 @@ command = {ps}
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("gate | ready");
     h.wait_state("witness", "running", WAIT);
+    h.wait_ready(&["witness"]);
     h.signal(libc::SIGHUP);
     h.wait_stdout("witness | SIGHUP");
     assert_eq!(h.state("later"), "pending");

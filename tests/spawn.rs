@@ -149,29 +149,44 @@ command = {cmd}
     assert_eq!(h.stop(), 0);
 }
 
-/// A command that does not exist: failed starts (start_retries of them), state `failed`, a
-/// clear line naming the command, hivesup keeps serving and the other program runs on.
-#[test]
-fn missing_command_is_failed_start() {
+/// A command that does not exist at startup: either hivesup refuses the config up front
+/// (exit 1 or 2, one clear line naming the command, nothing started) or the program's starts
+/// fail (state `failed`, a line naming the command) while the rest runs on. Never a panic,
+/// never half-started.
+fn bad_command_at_startup(cmd_path: &str) {
     let t = TestDir::new();
     let cfg = format!(
         r#"{sup}
-[programs.ghost]
-command = ["/nonexistent/hvs-ghost", "--flag"]
+[programs.bad]
+command = [{cmd}, "--flag"]
 restart_backoff = "50ms"
 start_retries = 2
 [programs.ok]
 settle_time = "100ms"
-command = {ps}
+command = {ok}
 "#,
         sup = supervisor(""),
-        ps = arr(&[fx("print_signals.py")]),
+        cmd = q(cmd_path),
+        ok = arr(&[fx("stamp.py"), t.p("ok.started"), fx("print_signals.py")]),
     );
     let mut h = Hivesup::start(t, &cfg);
-    let g = h.wait_state("ghost", "failed", LONG);
-    h.check(g["pid"].is_null(), || format!("{g}"));
-    h.wait_stderr_contains("/nonexistent/hvs-ghost");
+    h.wait_stderr_contains(cmd_path);
     h.assert_no_panic();
+    // refused (exits) or running (serves): whichever comes first
+    poll("hivesup to exit or to listen", WAIT, || {
+        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on "))).then_some(())
+    });
+    if let Some(st) = h.exited() {
+        let code = st.code().unwrap_or(-1);
+        // refused up front
+        h.check(code == 1 || code == 2, || format!("refused with exit {code}, expected 1 or 2"));
+        h.check(h.dir.read("ok.started").is_none(), || "refused the config but started a program".into());
+        let errs: Vec<String> = h.stderr().into_iter().filter(|l| l.contains(cmd_path)).collect();
+        h.check(errs.len() == 1, || format!("one clear line expected: {errs:?}"));
+        return;
+    }
+    let g = h.wait_state("bad", "failed", LONG);
+    h.check(g["pid"].is_null(), || format!("{g}"));
     assert_eq!(h.get("/livez").status, 200);
     h.wait_state("ok", "running", WAIT);
     assert_eq!(h.get("/health").status, 503);
@@ -179,27 +194,60 @@ command = {ps}
 }
 
 #[test]
-fn non_executable_command_is_failed_start() {
-    let t = TestDir::new();
-    let script = t.write("not-exec.sh", "#!/bin/sh\necho should not run\n");
+fn missing_command_at_startup() {
+    bad_command_at_startup("/nonexistent/hvs-ghost");
+}
+
+#[test]
+fn non_executable_command_at_startup() {
+    let keep = TestDir::new();
+    let script = keep.write("not-exec.sh", "#!/bin/sh\necho should not run\n");
     set_mode(std::path::Path::new(&script), 0o644);
+    bad_command_at_startup(&script);
+}
+
+/// A program that cannot be spawned any more when it is restarted (its executable vanished,
+/// or lost its x bit, after startup): each attempt is a failed start, then `failed`; a clear
+/// line names the command; hivesup keeps serving, no panic.
+fn unspawnable_on_restart(break_it: impl FnOnce(&str)) {
+    let t = TestDir::new();
+    let script = t.write(
+        "prog.sh",
+        &format!("#!/bin/sh\necho ran\nwhile [ ! -e {go} ]; do sleep 0.05; done\nexit 1\n", go = t.p("go")),
+    );
+    set_mode(std::path::Path::new(&script), 0o755);
     let cfg = format!(
         r#"{sup}
-[programs.noexec]
+[programs.p]
 command = [{script}]
 restart_backoff = "50ms"
 start_retries = 2
+settle_time = "100ms"
 "#,
         sup = supervisor(""),
         script = q(&script),
     );
     let mut h = Hivesup::start(t, &cfg);
-    h.wait_state("noexec", "failed", LONG);
-    h.wait_stderr_contains("not-exec.sh");
+    h.wait_stdout("p | ran");
+    break_it(&script);
+    h.dir.touch("go");
+    let p = h.wait_state("p", "failed", LONG);
+    h.check(p["pid"].is_null(), || format!("{p}"));
+    h.check(h.count(Stream::Stdout, |l| l == "p | ran") == 1, || "the broken command ran again".into());
+    h.wait_stderr_contains("prog.sh");
     h.assert_no_panic();
-    h.check(!h.stdout().iter().any(|l| l.contains("should not run")), || "ran a non-executable file".into());
     assert_eq!(h.get("/livez").status, 200);
     assert_eq!(h.stop(), 0);
+}
+
+#[test]
+fn command_vanished_before_restart_is_failed_start() {
+    unspawnable_on_restart(|p| std::fs::remove_file(p).unwrap());
+}
+
+#[test]
+fn command_not_executable_before_restart_is_failed_start() {
+    unspawnable_on_restart(|p| set_mode(std::path::Path::new(p), 0o644));
 }
 
 /// A missing working directory is a failed start too, not a panic.

@@ -590,6 +590,15 @@ impl Hivesup {
     pub fn wait_stdout(&self, line: &str) -> String {
         self.wait_for_line(Stream::Stdout, |l| l == line, WAIT, &format!("line {line:?}"))
     }
+    /// Waits for `NAME | ready` from each fixture program: they print it only after installing
+    /// their signal handlers, so a signal sent after this is echoed, not fatal. (/health 200
+    /// is not enough: settle_time can pass before a python fixture has set its handlers.)
+    pub fn wait_ready(&self, names: &[&str]) {
+        for n in names {
+            self.wait_stdout(&format!("{n} | ready"));
+        }
+    }
+
     /// Waits for a stdout line containing `part`.
     pub fn wait_stdout_contains(&self, part: &str) -> String {
         self.wait_for_line(Stream::Stdout, |l| l.contains(part), WAIT, &format!("a line containing {part:?}"))

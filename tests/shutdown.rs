@@ -173,6 +173,34 @@ command = "{it} --pidfile {p1} & {it} --pidfile {p2} & wait"
     }
 }
 
+/// Members of the group other than its leader get their stop_timeout too: when the shell
+/// (the program's main process) dies of SIGTERM at once, its child that handles SIGTERM and
+/// needs 1 s to finish is not SIGKILLed early (uvicorn workers finishing requests).
+#[test]
+fn group_members_get_their_stop_timeout() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.sh]
+settle_time = "300ms"
+stop_timeout = "8s"
+command = "{ps} --term-delay 1 --stamp {stamp} & wait"
+"#,
+        sup = supervisor("shutdown_timeout = \"9s\""),
+        ps = fx("print_signals.py"),
+        stamp = t.p("worker"),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_ready(&["sh"]);
+    h.wait_http("/health", 200, WAIT);
+    let code = h.stop();
+    h.check(h.dir.stamp_of("worker", "received SIGTERM").is_some(), || "the worker did not get SIGTERM".into());
+    h.check(h.dir.stamp_of("worker", "exit").is_some(), || {
+        "the worker was killed before it could finish within stop_timeout".into()
+    });
+    h.check(code == 0, || format!("everything stopped within stop_timeout: expected 0, got {code}"));
+}
+
 /// A descendant that called setsid() (left the group, like a postgres backend) is found and
 /// killed when the program is SIGKILLed at shutdown. Runs hivesup as a child subreaper (not
 /// PID 1), so nothing but hivesup itself can have killed it.

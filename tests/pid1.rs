@@ -136,6 +136,37 @@ fn pid1_forwards_signals() {
     assert_eq!(h.stop(), 0);
 }
 
+/// Not PID 1 (no unshare): hivesup makes itself a child subreaper, so orphans of its programs
+/// are reparented to it (not to the host's init) and reaped when they exit.
+#[test]
+fn not_pid1_hivesup_is_child_subreaper() {
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.maker]\nsettle_time = \"100ms\"\ncommand = {cmd}\n",
+        sup = supervisor(""),
+        cmd = arr(&[fx("orphans.py"), "20".into(), "--hold".into(), t.p("release"), "--stay".into()]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_stdout("maker | orphans done 20");
+    let pid = h.pid();
+    let maker = h.wait_state("maker", "running", WAIT)["pid"].as_i64().unwrap() as i32;
+    poll("20 orphans reparented to hivesup", WAIT, || {
+        let n = descendants(pid).iter().filter(|p| p.ppid == pid && p.pid != maker && p.state != 'Z').count();
+        (n == 20).then_some(())
+    });
+    h.dir.touch("release");
+    let deadline = Instant::now() + LONG;
+    let left = loop {
+        let d: Vec<Proc> = descendants(pid).into_iter().filter(|p| p.pid != maker).collect();
+        if d.is_empty() || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    h.check(left.is_empty(), || format!("left under hivesup (zombies: state Z): {left:?}"));
+    assert_eq!(h.stop(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // control: some other program as PID 1 of a fresh namespace
 

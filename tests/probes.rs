@@ -226,6 +226,62 @@ failures = 3
     assert_eq!(h.stop(), 0);
 }
 
+/// Exec probes run through hivesup's own spawner and reaper: a busy exec health probe must not
+/// steal the exit statuses of the program itself (two reapers -> one side gets ECHILD and
+/// hivesup never learns its program died). Every exit is seen: the program keeps being
+/// restarted, and whenever /status says running, its pid is a live process.
+#[test]
+fn exec_probes_do_not_steal_exit_statuses() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.p]
+command = {cmd}
+restart_backoff = "20ms"
+restart_backoff_max = "100ms"
+start_retries = 1000
+[programs.p.ready]
+exec = ["true"]
+interval = "10ms"
+timeout = "30s"
+[programs.p.health]
+exec = ["true"]
+interval = "10ms"
+timeout = "5s"
+failures = 1
+"#,
+        sup = supervisor(""),
+        cmd = arr(&[fx("exit.py"), "1".into(), "--after".into(), "0.2".into()]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let p = h.program("p");
+        if p["restarts"].as_u64().is_some_and(|r| r >= 6) {
+            break;
+        }
+        if p["state"] == "running" {
+            if let Some(pid) = p["pid"].as_i64() {
+                // give the reaper a moment for an exit that just happened, then insist
+                let gone = !alive(pid as i32, None);
+                if gone {
+                    let again = h.program("p");
+                    let later = poll("hivesup to notice the exit", WAIT, || {
+                        let q = h.program("p");
+                        (q["pid"] != p["pid"] || q["state"] != "running").then_some(q)
+                    });
+                    let _ = (again, later);
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            h.fail(&format!("exits were lost: only {} restarts", p["restarts"]));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(h.stop(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // postgres
 

@@ -271,3 +271,45 @@ start_retries = 1
     h.assert_no_panic();
     assert_eq!(h.stop(), 0);
 }
+
+/// hivesup running as non-root runs programs as itself ...
+#[test]
+fn non_root_hivesup_runs_programs_as_itself() {
+    require_root("the test drops hivesup itself to nobody");
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.p]\nsettle_time = \"100ms\"\ncommand = {cmd}\n",
+        sup = supervisor(""),
+        cmd = arr(&[fx("envdump.py")]),
+    );
+    let mut h = Hivesup::start_with(t, &cfg, Opts { uid: Some(65534), ..Opts::default() });
+    h.wait_stdout("p | UID=65534 GID=65534");
+    h.wait_state("p", "running", WAIT);
+    assert_eq!(h.stop(), 0);
+}
+
+/// ... and says clearly why it cannot switch to another user (no panic, the program is not run
+/// as hivesup's own user instead).
+#[test]
+fn non_root_hivesup_cannot_switch_user_says_why() {
+    require_root("the test drops hivesup itself to nobody");
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.p]\nuser = \"postgres\"\nstart_retries = 1\ncommand = {cmd}\n",
+        sup = supervisor(""),
+        cmd = arr(&[fx("envdump.py")]),
+    );
+    let mut h = Hivesup::start_with(t, &cfg, Opts { uid: Some(65534), ..Opts::default() });
+    let line = h.wait_for_line(
+        Stream::Stderr,
+        |l| l.contains("postgres") && (l.contains("root") || l.to_lowercase().contains("permi")),
+        WAIT,
+        "a line saying hivesup cannot switch to user postgres (not root / permission)",
+    );
+    let _ = line;
+    h.assert_no_panic();
+    h.check(!h.stdout().iter().any(|l| l.starts_with("p | UID=")), || "the program ran anyway".into());
+    if h.exited().is_none() {
+        h.stop();
+    }
+}

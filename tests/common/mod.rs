@@ -369,11 +369,13 @@ pub struct Opts {
     /// Arguments after the binary. `None`: `--config DIR/hivesup.toml`.
     pub args: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
+    /// Run hivesup itself as this uid (and gid = uid), e.g. 65534 for nobody.
+    pub uid: Option<u32>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { unshare: false, args: None, env: vec![] }
+        Opts { unshare: false, args: None, env: vec![], uid: None }
     }
 }
 
@@ -409,7 +411,7 @@ impl Hivesup {
     pub fn init(dir: TestDir, args: &[&str], unshare: bool) -> Hivesup {
         let mut a = vec!["--".to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
-        Self::start_with(dir, "", Opts { unshare, args: Some(a), env: vec![] })
+        Self::start_with(dir, "", Opts { unshare, args: Some(a), ..Opts::default() })
     }
 
     pub fn start_with(dir: TestDir, config: &str, opts: Opts) -> Hivesup {
@@ -436,6 +438,10 @@ impl Hivesup {
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.current_dir(dir.path());
+        if let Some(u) = opts.uid {
+            // std drops supplementary groups itself when root sets a uid
+            cmd.uid(u).gid(u);
+        }
         // Own session and process group, so Drop can kill the group without touching the
         // test runner. SAFETY: setsid is async-signal-safe.
         unsafe {

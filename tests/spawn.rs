@@ -308,8 +308,16 @@ fn non_root_hivesup_cannot_switch_user_says_why() {
     );
     let _ = line;
     h.assert_no_panic();
-    h.check(!h.stdout().iter().any(|l| l.starts_with("p | UID=")), || "the program ran anyway".into());
-    if h.exited().is_none() {
-        h.stop();
+    // refused up front (exits 1 or 2) or a failed start (keeps serving): whichever it is
+    poll("hivesup to exit or to listen", WAIT, || {
+        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on "))).then_some(())
+    });
+    match h.exited() {
+        Some(st) => h.check(matches!(st.code(), Some(1 | 2)), || format!("refused with {st}, expected exit 1 or 2")),
+        None => {
+            h.wait_state("p", "failed", WAIT);
+            h.stop();
+        }
     }
+    h.check(!h.stdout().iter().any(|l| l.starts_with("p | UID=")), || "the program ran anyway".into());
 }

@@ -112,3 +112,23 @@ fn status_unreachable_exits_non_zero() {
     assert_ne!(code, 0, "status against nothing should fail\n{out}{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `hivesup` without --config supervises $HIVESUP_CONFIG.
+#[test]
+fn supervise_uses_hivesup_config_env() {
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.p]\nsettle_time = \"100ms\"\ncommand = {ps}\n",
+        sup = supervisor(""),
+        ps = arr(&[fx("print_signals.py")]),
+    );
+    let path = t.write("elsewhere.toml", &cfg);
+    let mut h = Hivesup::start_with(
+        t,
+        "",
+        Opts { args: Some(vec![]), env: vec![("HIVESUP_CONFIG".into(), path)], ..Opts::default() },
+    );
+    h.wait_ready(&["p"]);
+    h.wait_http("/health", 200, WAIT);
+    assert_eq!(h.stop(), 0);
+}

@@ -244,3 +244,43 @@ command = {api}
     assert_eq!(h.get("/health").status, 503);
     assert_eq!(h.stop(), 0);
 }
+
+/// A oneshot that fails is retried (restart = on-failure, the default) and, once it exits 0,
+/// releases the next priority (a migration waiting for its database).
+#[test]
+fn oneshot_retried_then_gates() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.migrate]
+priority = 10
+kind = "oneshot"
+restart_backoff = "50ms"
+command = {migrate}
+
+[programs.api]
+priority = 20
+settle_time = "100ms"
+command = {api}
+"#,
+        sup = supervisor(""),
+        // fails twice (exit 1), the third run exits 0 after stamping
+        migrate = q(format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo run $n; [ $n -ge 3 ] && exec {stamp} {done} true; exit 1",
+            c = t.p("count"),
+            stamp = fx("stamp.py"),
+            done = t.p("migrate.done"),
+        )),
+        api = arr(&[fx("stamp.py"), t.p("api.start"), fx("print_signals.py")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_stdout("migrate | run 3");
+    h.wait_stdout("api | ready");
+    let j = h.wait_http("/health", 200, WAIT).json();
+    h.check(j["programs"]["migrate"]["state"] == "exited" && j["programs"]["migrate"]["restarts"] == 2, || format!("{j}"));
+    let done = h.dir.stamps("migrate.done");
+    let api = h.dir.stamps("api.start");
+    h.check(done.len() == 1 && api.len() == 1 && api[0] > done[0], || format!("migrate.done {done:?} api.start {api:?}"));
+    h.check(h.count(Stream::Stdout, |l| l.starts_with("api | ")) >= 1, || "api never ran".into());
+    assert_eq!(h.stop(), 0);
+}

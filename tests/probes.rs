@@ -323,9 +323,14 @@ fn initdb(t: &TestDir) -> (String, String) {
 }
 
 fn pg_program(name: &str, data: &str, sock: &str, ready: &str) -> String {
+    pg_program_with(name, data, sock, ready, "")
+}
+
+fn pg_program_with(name: &str, data: &str, sock: &str, ready: &str, extra: &str) -> String {
     format!(
         r#"
 [programs.{name}]
+{extra}
 command = {cmd}
 user = "postgres"
 stop_signal = "SIGINT"
@@ -411,4 +416,75 @@ fn postgres_probe_reports_error() {
     h.check(!h.stderr().iter().chain(h.stdout().iter()).any(|l| l.contains("sekrit-pw-5678")), || {
         "the password leaked into the logs".into()
     });
+}
+
+/// `ready.notify` with the real thing: Debian's postgres is built with libsystemd and sends
+/// READY=1 to $NOTIFY_SOCKET once it accepts connections. It runs as the `postgres` user, so
+/// the socket must be reachable for that user, not only for root.
+#[test]
+fn postgres_ready_by_notify() {
+    let t = TestDir::new();
+    let (data, sock) = initdb(&t);
+    let cfg = format!(
+        "{sup}\n{pg}",
+        sup = supervisor("shutdown_timeout = \"40s\""),
+        pg = pg_program("pg", &data, &sock, "notify = true"),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    let j = h.wait_http("/health", 200, LONG).json();
+    h.check(j["programs"]["pg"]["ready"] == true, || format!("{j}"));
+    let code = h.stop();
+    h.check(code == 0, || format!("expected 0, got {code}"));
+}
+
+/// The postgres case the issue names: the postmaster is SIGKILLed while a client's backend
+/// lives; hivesup kills what it left behind before starting it again, and the new postmaster
+/// comes up (a surviving backend would hold the old shared memory: "pre-existing shared memory
+/// block is still in use").
+#[test]
+fn postgres_restart_after_postmaster_killed() {
+    let t = TestDir::new();
+    let (data, sock) = initdb(&t);
+    let conninfo = format!("host={sock} user=postgres dbname=postgres");
+    let cfg = format!(
+        "{sup}\n{pg}",
+        sup = supervisor("shutdown_timeout = \"40s\""),
+        pg = pg_program_with(
+            "pg",
+            &data,
+            &sock,
+            &format!("postgres = {}", q(&conninfo)),
+            "restart = \"on-failure\"\nrestart_backoff = \"100ms\"",
+        ),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    let j = h.wait_http("/health", 200, LONG).json();
+    let postmaster = j["programs"]["pg"]["pid"].as_i64().unwrap() as i32;
+    // a client with a live backend: psql (our child) runs a long query
+    let mut psql = Command::new(format!("{PGBIN}/psql"))
+        .args(["-h", &sock, "-U", "postgres", "-d", "postgres", "-c", "select pg_sleep(120)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let backend = poll("a client backend", WAIT, || {
+        descendants(postmaster)
+            .into_iter()
+            .find(|p| p.ppid == postmaster && p.comm == "postgres" && cmdline(p.pid).contains("[local]"))
+    });
+    kill(postmaster, libc::SIGKILL);
+    let j = h.wait_program("pg", LONG, "restarted and ready", |p| p["restarts"] == 1 && p["ready"] == true);
+    h.check(j["pid"].as_i64() != Some(postmaster as i64), || format!("{j}"));
+    h.check(!alive(backend.pid, Some(backend.starttime)), || format!("the old backend {} survived", backend.pid));
+    h.wait_http("/health", 200, WAIT);
+    let _ = psql.kill();
+    let _ = psql.wait();
+    let code = h.stop();
+    h.check(code == 0, || format!("expected 0, got {code}"));
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }

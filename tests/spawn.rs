@@ -321,3 +321,35 @@ fn non_root_hivesup_cannot_switch_user_says_why() {
     }
     h.check(!h.stdout().iter().any(|l| l.starts_with("p | UID=")), || "the program ran anyway".into());
 }
+
+/// `user = NAME` sets that user's supplementary groups (initgroups), as `id -G NAME` lists
+/// them (postgres is in ssl-cert on Debian, which it needs for its TLS key).
+#[test]
+fn user_name_sets_supplementary_groups() {
+    require_root("dropping to another user needs root");
+    let (code, want, err) = run(std::process::Command::new("id").args(["-G", "postgres"]), WAIT);
+    assert_eq!(code, 0, "id -G postgres: {err} (the postgres user comes with postgresql-15)");
+    let mut want: Vec<u32> = want.split_whitespace().map(|g| g.parse().unwrap()).collect();
+    want.sort();
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.p]\nuser = \"postgres\"\nsettle_time = \"100ms\"\ncommand = {cmd}\n",
+        sup = supervisor(""),
+        cmd = arr(&[fx("envdump.py")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    let pid = pid_of(&mut h, "p");
+    let groups = proc_status_field(pid, "Groups").unwrap_or_default();
+    let mut got: Vec<u32> = groups.split_whitespace().map(|g| g.parse().unwrap()).collect();
+    got.sort();
+    h.check(got == want, || format!("Groups: {got:?}, `id -G postgres`: {want:?}"));
+    let uid = proc_status_field(pid, "Uid").unwrap();
+    let want_uid = want_uid();
+    h.check(uid.split_whitespace().all(|x| x == want_uid), || format!("Uid: {uid}, postgres is {want_uid}"));
+    assert_eq!(h.stop(), 0);
+}
+
+fn want_uid() -> String {
+    let (_, out, _) = run(std::process::Command::new("id").args(["-u", "postgres"]), WAIT);
+    out.trim().to_string()
+}

@@ -804,6 +804,7 @@ impl Hivesup {
 
     /// Kills everything and panics with the full report.
     pub fn fail(&self, msg: &str) -> ! {
+        let procs = self.proc_report();
         self.kill_all();
         let exit = match self.exit {
             Some(st) => format!("{st}"),
@@ -813,7 +814,29 @@ impl Hivesup {
             },
         };
         self.drain();
-        panic!("{}", self.report(msg, &exit));
+        panic!("{}--- processes under hivesup at the failure:\n{procs}", self.report(msg, &exit));
+    }
+
+    /// hivesup and its descendants with state and signal masks (for failure reports).
+    fn proc_report(&self) -> String {
+        let mut r = String::new();
+        let mut ps = vec![];
+        if let Some(p) = read_proc(self.pid) {
+            ps.push(p);
+        }
+        ps.extend(descendants(self.pid));
+        for p in ps.iter().take(30) {
+            let f = |k: &str| proc_status_field(p.pid, k).unwrap_or_default();
+            let _ = writeln!(
+                r,
+                "{} ppid={} pgrp={} sid={} state={} comm={} SigPnd={} ShdPnd={} SigBlk={} SigIgn={} SigCgt={}",
+                p.pid, p.ppid, p.pgrp, p.session, p.state, p.comm, f("SigPnd"), f("ShdPnd"), f("SigBlk"), f("SigIgn"), f("SigCgt")
+            );
+        }
+        if ps.len() > 30 {
+            let _ = writeln!(r, "... {} more", ps.len() - 30);
+        }
+        r
     }
 
     pub fn report(&self, msg: &str, exit: &str) -> String {

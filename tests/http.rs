@@ -222,3 +222,35 @@ command = {ps}
     h.check(code == 0, || format!("expected 0, got {code}"));
     h.check(!h.stderr().iter().any(|l| l.contains("listening on")), || "listening although disabled".into());
 }
+
+/// The overall `status` is one of the contract's words ("ok", "starting", "degraded",
+/// "stopping") in every situation, a failed program included.
+#[test]
+fn overall_status_uses_contract_words() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.broken]
+restart = "never"
+command = {bad}
+[programs.fine]
+settle_time = "100ms"
+command = {ps}
+"#,
+        sup = supervisor(""),
+        bad = arr(&[fx("exit.py"), "1".into(), "--after".into(), "0.2".into()]),
+        ps = arr(&[fx("print_signals.py")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_state("broken", "failed", WAIT);
+    h.wait_state("fine", "running", WAIT);
+    for path in ["/health", "/status"] {
+        let j = h.get(path).json();
+        let s = j["status"].as_str().unwrap_or("<none>").to_string();
+        h.check(["ok", "starting", "degraded", "stopping"].contains(&s.as_str()), || {
+            format!("{path}: status {s:?} is not one of ok|starting|degraded|stopping (contract): {j}")
+        });
+    }
+    assert_eq!(h.get("/health").status, 503);
+    assert_eq!(h.stop(), 0);
+}

@@ -364,3 +364,58 @@ command = {cmd}
     let code = h.wait_code(Duration::from_secs(20));
     h.check(code == 1, || format!("expected 1 after SIGKILL, got {code}"));
 }
+
+/// SIGTERM while a program waits in backoff: it is not started again, hivesup exits 0 without
+/// waiting out the backoff.
+#[test]
+fn shutdown_during_backoff() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.p]
+restart_backoff = "60s"
+settle_time = "100ms"
+command = {cmd}
+"#,
+        sup = supervisor(""),
+        cmd = arr(&[fx("stamp.py"), t.p("starts"), fx("exit.py"), "1".into()]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_state("p", "backoff", WAIT);
+    h.signal(libc::SIGTERM);
+    // far below the 60 s backoff
+    let code = h.wait_code(Duration::from_secs(20));
+    h.check(code == 0, || format!("expected 0, got {code}"));
+    h.check(h.dir.stamps("starts").len() == 1, || "started again during shutdown".into());
+}
+
+/// SIGTERM while a program is still starting (its ready probe never passes): it is stopped
+/// with its stop signal, the next priority is never started, exit 0.
+#[test]
+fn shutdown_while_starting() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.slow]
+priority = 1
+command = {ps}
+[programs.slow.ready]
+exec = ["false"]
+interval = "100ms"
+timeout = "60s"
+[programs.next]
+priority = 2
+command = {next}
+"#,
+        sup = supervisor(""),
+        ps = arr(&[fx("print_signals.py")]),
+        next = arr(&[fx("stamp.py"), t.p("next"), fx("print_signals.py")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_ready(&["slow"]);
+    h.signal(libc::SIGTERM);
+    let code = h.wait_code(LONG);
+    h.check(code == 0, || format!("expected 0, got {code}"));
+    h.check(h.stdout().iter().any(|l| l == "slow | SIGTERM"), || "slow did not get SIGTERM".into());
+    h.check(h.dir.read("next").is_none(), || "next was started during shutdown".into());
+}

@@ -132,3 +132,33 @@ fn supervise_uses_hivesup_config_env() {
     h.wait_http("/health", 200, WAIT);
     assert_eq!(h.stop(), 0);
 }
+
+/// Supervise mode with an invalid config: exit 2, the error located as FILE:LINE:COL, nothing
+/// started.
+#[test]
+fn supervise_invalid_config_exits_2() {
+    let t = TestDir::new();
+    let cfg = format!(
+        "{sup}\n[programs.p]\ncommand = {cmd}\nrestart = \"sometimes\"\n",
+        sup = supervisor(""),
+        cmd = arr(&[fx("stamp.py"), t.p("started"), fx("print_signals.py")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    let code = h.wait_code(WAIT);
+    h.check(code == 2, || format!("invalid config: expected exit 2, got {code}"));
+    h.assert_no_panic();
+    let line = h.config.lines().position(|l| l.starts_with("restart")).unwrap() + 1;
+    let want = format!("{}:{line}:", h.config_path);
+    h.check(h.stderr().iter().any(|l| l.contains(&want) && l.contains("sometimes")), || {
+        format!("expected a `{want}COL: ...` line naming \"sometimes\"")
+    });
+    h.check(h.dir.read("started").is_none(), || "a program was started".into());
+}
+
+/// A usage error (unknown option) exits 2 without a panic.
+#[test]
+fn usage_error_exits_2() {
+    let (code, out, err) = hivesup(&["--no-such-option"]);
+    assert_eq!(code, 2, "usage error should exit 2\n{out}{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

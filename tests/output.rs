@@ -144,3 +144,40 @@ command = {flood}
     h.check(bad.is_none(), || format!("mangled or missing line: {bad:?}"));
     assert_eq!(h.stop(), 0);
 }
+
+/// Even when whoever reads hivesup's stdout stalls (a blocked log driver) while a program
+/// floods, hivesup's loop keeps answering /livez and /status and its other programs keep being
+/// supervised; once the reader resumes, output flows again and shutdown works.
+#[test]
+fn stalled_stdout_consumer_does_not_block_the_loop() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.flood]
+settle_time = "100ms"
+command = {flood}
+[programs.other]
+settle_time = "100ms"
+restart_backoff = "50ms"
+command = {other}
+"#,
+        sup = supervisor(""),
+        flood = arr(&[fx("flood.py"), "200000".into(), "--stay".into()]),
+        other = arr(&[fx("stamp.py"), t.p("other.starts"), fx("print_signals.py"), "--pidfile".into(), t.p("other.pid")]),
+    );
+    let mut h = Hivesup::start_with(t, &cfg, Opts { stall_stdout: true, ..Opts::default() });
+    // the flood has long filled the pipe (64 KiB) we are not reading
+    h.wait_program("flood", WAIT, "running", |p| p["state"] == "running");
+    poll("other's pidfile", WAIT, || h.dir.read("other.pid"));
+    for _ in 0..10 {
+        let r = h.get("/livez");
+        h.check(r.status == 200, || format!("/livez with a stalled stdout: {}", r.status));
+    }
+    // supervision goes on: kill `other`, it is seen and restarted
+    let pid: i32 = h.dir.read("other.pid").unwrap().parse().unwrap();
+    kill(pid, libc::SIGKILL);
+    h.wait_program("other", WAIT, "restarted", |p| p["restarts"] == 1);
+    h.release_stdout();
+    h.wait_for_line(Stream::Stdout, |l| l == "flood | flood done 200000", LONG, "the flood's last line");
+    assert_eq!(h.stop(), 0);
+}

@@ -337,8 +337,14 @@ struct Lines {
 
 type Shared = Arc<(Mutex<Lines>, Condvar)>;
 
-fn reader(mut r: impl Read + Send + 'static, shared: Shared) {
+fn reader(mut r: impl Read + Send + 'static, shared: Shared, gate: Option<Arc<std::sync::atomic::AtomicBool>>) {
     thread::spawn(move || {
+        // a stalled consumer (like a blocked log driver) until the test opens the gate
+        if let Some(g) = gate {
+            while !g.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         let mut br = BufReader::with_capacity(1 << 16, &mut r);
         let mut buf = Vec::new();
         loop {
@@ -371,11 +377,13 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Run hivesup itself as this uid (and gid = uid), e.g. 65534 for nobody.
     pub uid: Option<u32>,
+    /// Do not read hivesup's stdout until [`Hivesup::release_stdout`] (a stalled consumer).
+    pub stall_stdout: bool,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { unshare: false, args: None, env: vec![], uid: None }
+        Opts { unshare: false, args: None, env: vec![], uid: None, stall_stdout: false }
     }
 }
 
@@ -394,6 +402,7 @@ pub struct Hivesup {
     exit_rx: mpsc::Receiver<ExitStatus>,
     exit: Option<ExitStatus>,
     addr: Option<SocketAddr>,
+    stdout_gate: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Hivesup {
@@ -460,8 +469,9 @@ impl Hivesup {
         let spawned = child.id() as i32;
         let out: Shared = Arc::default();
         let err: Shared = Arc::default();
-        reader(child.stdout.take().unwrap(), out.clone());
-        reader(child.stderr.take().unwrap(), err.clone());
+        let gate = Arc::new(std::sync::atomic::AtomicBool::new(!opts.stall_stdout));
+        reader(child.stdout.take().unwrap(), out.clone(), Some(gate.clone()));
+        reader(child.stderr.take().unwrap(), err.clone(), None);
         let (tx, exit_rx) = mpsc::channel();
         thread::spawn(move || {
             if let Ok(st) = child.wait() {
@@ -481,6 +491,7 @@ impl Hivesup {
             exit_rx,
             exit: None,
             addr: None,
+            stdout_gate: gate,
         };
         if opts.unshare {
             h.pid = h.find_unshare_child();
@@ -521,6 +532,11 @@ impl Hivesup {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Starts reading hivesup's stdout (see [`Opts::stall_stdout`]).
+    pub fn release_stdout(&self) {
+        self.stdout_gate.store(true, Ordering::SeqCst);
     }
 
     /// hivesup's pid (host view).
@@ -804,6 +820,7 @@ impl Hivesup {
 
     /// Kills everything and panics with the full report.
     pub fn fail(&self, msg: &str) -> ! {
+        self.release_stdout();
         let procs = self.proc_report();
         self.kill_all();
         let exit = match self.exit {

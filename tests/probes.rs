@@ -262,15 +262,11 @@ failures = 1
         }
         if p["state"] == "running" {
             if let Some(pid) = p["pid"].as_i64() {
-                // give the reaper a moment for an exit that just happened, then insist
-                let gone = !alive(pid as i32, None);
-                if gone {
-                    let again = h.program("p");
-                    let later = poll("hivesup to notice the exit", WAIT, || {
-                        let q = h.program("p");
-                        (q["pid"] != p["pid"] || q["state"] != "running").then_some(q)
+                if !alive(pid as i32, None) {
+                    // its exit may have happened a moment ago: hivesup must notice it soon
+                    h.wait_program("p", WAIT, &format!("to notice that pid {pid} exited"), |q| {
+                        q["pid"] != p["pid"] || q["state"] != "running"
                     });
-                    let _ = (again, later);
                 }
             }
         }

@@ -344,8 +344,10 @@ settle_time = "100ms"
     assert_eq!(h.stop(), 0);
 }
 
-/// A program that stays up backoff_reset long gets its failure count reset: with
-/// start_retries = 2, two separate crashes after long runs do not give up.
+/// A program that stays up backoff_reset long gets its failure count and its backoff reset:
+/// with start_retries = 2, crashes after long runs never give up, and the delay before each
+/// restart stays at restart_backoff instead of doubling (without the reset the third gap would
+/// be ~2 s longer than the first; the bound leaves 1 s of slack).
 #[test]
 fn backoff_reset_after_staying_up() {
     let t = TestDir::new();
@@ -353,7 +355,7 @@ fn backoff_reset_after_staying_up() {
         r#"{sup}
 [programs.p]
 command = {cmd}
-restart_backoff = "50ms"
+restart_backoff = "500ms"
 backoff_reset = "500ms"
 start_retries = 2
 settle_time = "100ms"
@@ -364,5 +366,11 @@ settle_time = "100ms"
     let mut h = Hivesup::start(t, &cfg);
     let p = h.wait_program("p", LONG, "4 starts", |p| p["restarts"].as_u64().is_some_and(|r| r >= 3));
     h.check(p["state"] != "failed", || format!("runs that stayed up past backoff_reset must not give up: {p}"));
+    let starts = poll("4 start stamps", WAIT, || {
+        let s = h.dir.stamps("starts");
+        (s.len() >= 4).then_some(s)
+    });
+    let g = gaps_ms(&starts);
+    h.check(g[2] < g[0] + 1000, || format!("backoff was not reset after staying up: gaps between starts {g:?} ms"));
     assert_eq!(h.stop(), 0);
 }

@@ -41,7 +41,9 @@ settle_time = "5s"
     for (i, want) in [300i128, 600, 1200].iter().enumerate() {
         h.check(g[i] >= want * 8 / 10, || format!("gap {i} between starts is {} ms, backoff should be {want} ms (gaps {g:?})", g[i]));
     }
-    h.check(g[2] > g[0] * 2, || format!("backoff does not grow: gaps {g:?}"));
+    // 1200 ms vs 300 ms of backoff; each gap also holds two python start-ups, so compare
+    // differences, not ratios
+    h.check(g[2] > g[0] + 600, || format!("backoff does not grow: gaps {g:?}"));
     // gave up: no further start
     h.holds_for(Duration::from_millis(1500), "no start after giving up", |h| h.dir.stamps("starts").len() == 4);
     assert_eq!(h.get("/health").status, 503);
@@ -49,7 +51,7 @@ settle_time = "5s"
 }
 
 /// restart_backoff_max caps the doubling: 100ms, 200ms, then 200ms ... (uncapped the last gap
-/// would be 1600 ms; the bound below leaves a second of slack for a loaded machine).
+/// would be 3200 ms; the bound below leaves well over a second of slack for a loaded machine).
 #[test]
 fn backoff_is_capped_by_restart_backoff_max() {
     let t = TestDir::new();
@@ -59,7 +61,7 @@ fn backoff_is_capped_by_restart_backoff_max() {
 command = {cmd}
 restart_backoff = "100ms"
 restart_backoff_max = "200ms"
-start_retries = 6
+start_retries = 7
 settle_time = "5s"
 "#,
         sup = supervisor(""),
@@ -68,10 +70,10 @@ settle_time = "5s"
     let mut h = Hivesup::start(t, &cfg);
     h.wait_state("p", "failed", LONG);
     let starts = h.dir.stamps("starts");
-    h.check(starts.len() == 6, || format!("expected 6 starts, got {}", starts.len()));
+    h.check(starts.len() == 7, || format!("expected 7 starts, got {}", starts.len()));
     let g = gaps_ms(&starts);
-    h.check(g[4] < 1200, || format!("backoff not capped at 200ms: gaps {g:?}"));
-    h.check(g[4] >= 160, || format!("capped backoff should still be ~200ms: gaps {g:?}"));
+    h.check(g[5] < 2000, || format!("backoff not capped at 200ms: gaps {g:?}"));
+    h.check(g[5] >= 160, || format!("capped backoff should still be ~200ms: gaps {g:?}"));
     assert_eq!(h.stop(), 0);
 }
 

@@ -419,3 +419,31 @@ command = {next}
     h.check(h.stdout().iter().any(|l| l == "slow | SIGTERM"), || "slow did not get SIGTERM".into());
     h.check(h.dir.read("next").is_none(), || "next was started during shutdown".into());
 }
+
+/// Same after a failed start (ready timeout): the not-ready program is stopped, and its setsid
+/// escapee is gone before the next attempt runs.
+#[test]
+fn setsid_escapee_killed_before_retry_after_ready_timeout() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.pm]
+restart_backoff = "100ms"
+start_retries = 2
+stop_timeout = "2s"
+command = {cmd}
+[programs.pm.ready]
+exec = ["false"]
+interval = "100ms"
+timeout = "700ms"
+"#,
+        sup = supervisor(""),
+        cmd = arr(&[fx("escapee.py"), t.p("escapee.pid")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_stdout("pm | predecessor none");
+    let l = h.wait_for_line(Stream::Stdout, |l| l.starts_with("pm | predecessor ") && !l.ends_with("none"), LONG, "the retry");
+    h.check(l == "pm | predecessor gone", || format!("the retry met its predecessor's escapee: {l:?}"));
+    h.wait_state("pm", "failed", LONG);
+    h.stop();
+}

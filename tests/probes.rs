@@ -194,6 +194,44 @@ failures = 2
     assert_eq!(h.stop(), 0);
 }
 
+/// `failures = 3`: a single failed health probe among successes does not make the program
+/// unhealthy. The probe fails exactly once (its 6th run); /status is watched until well after
+/// that and must say healthy every time.
+#[test]
+fn single_health_failure_below_threshold_stays_healthy() {
+    let t = TestDir::new();
+    let counter = t.p("probes");
+    let cfg = format!(
+        r#"{sup}
+[programs.p]
+settle_time = "100ms"
+command = {cmd}
+[programs.p.health]
+exec = ["sh", "-c", {probe}]
+interval = "100ms"
+timeout = "2s"
+failures = 3
+"#,
+        sup = supervisor(""),
+        cmd = arr(&[fx("print_signals.py")]),
+        probe = q(format!("n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ $n -ne 5 ]")),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_http("/health", 200, WAIT);
+    let runs = |h: &Hivesup| h.dir.read("probes").and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + LONG;
+    while runs(&h) < 10 {
+        let p = h.program("p");
+        h.check(p["healthy"] == true, || format!("one failed probe (of failures = 3) made it unhealthy: {p}"));
+        if std::time::Instant::now() > deadline {
+            h.fail("the health probe did not run 10 times");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(h.get("/health").status, 200);
+    assert_eq!(h.stop(), 0);
+}
+
 /// An http health probe, failing only after `failures` consecutive failures.
 #[test]
 fn http_health_probe() {

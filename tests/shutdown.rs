@@ -447,3 +447,31 @@ timeout = "700ms"
     h.wait_state("pm", "failed", LONG);
     h.stop();
 }
+
+/// A second SIGTERM (or SIGINT) during shutdown neither restarts the stop nor cuts it short:
+/// the program still finishes its own 1 s shutdown and hivesup exits 0.
+#[test]
+fn repeated_stop_signals_during_shutdown() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.p]
+settle_time = "100ms"
+stop_timeout = "10s"
+command = {cmd}
+"#,
+        sup = supervisor(""),
+        cmd = arr(&[fx("print_signals.py"), "--term-delay".into(), "1".into(), "--stamp".into(), t.p("p")]),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_ready(&["p"]);
+    h.wait_http("/health", 200, WAIT);
+    h.signal(libc::SIGTERM);
+    h.wait_stdout("p | SIGTERM");
+    h.signal(libc::SIGTERM);
+    h.signal(libc::SIGINT);
+    let code = h.wait_code(LONG);
+    h.check(code == 0, || format!("expected 0, got {code}"));
+    h.check(h.dir.stamp_of("p", "exit").is_some(), || "p was killed before finishing its shutdown".into());
+    h.assert_no_panic();
+}

@@ -30,11 +30,15 @@ fn health_exit_codes_200_and_503() {
     let addr = h.addr().to_string();
     h.wait_stdout("web | ready");
     let (code, out, err) = hivesup(&["health", "--addr", &addr]);
-    h.check(code == 1, || format!("`health` on 503 should exit 1, got {code}\n{out}{err}"));
+    h.check(code == 1, || {
+        format!("`health` on 503 should exit 1, got {code}\n{out}{err}")
+    });
     h.dir.touch("go");
     h.wait_http("/health", 200, WAIT);
     let (code, out, err) = hivesup(&["health", "--addr", &addr]);
-    h.check(code == 0, || format!("`health` on 200 should exit 0, got {code}\n{out}{err}"));
+    h.check(code == 0, || {
+        format!("`health` on 200 should exit 0, got {code}\n{out}{err}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -49,13 +53,24 @@ fn health_default_addr_from_config() {
     h.wait_http("/health", 200, WAIT);
     let other = h.dir.write(
         "client.toml",
-        &format!("[supervisor]\nhealth_addr = \"0.0.0.0:{port}\"\n[programs.x]\ncommand = [\"true\"]\n"),
+        &format!(
+            "[supervisor]\nhealth_addr = \"0.0.0.0:{port}\"\n[programs.x]\ncommand = [\"true\"]\n"
+        ),
     );
     let (code, out, err) = hivesup(&["--config", &other, "health"]);
-    h.check(code == 0, || format!("`--config F health` should reach 127.0.0.1:{port}: exit {code}\n{out}{err}"));
+    h.check(code == 0, || {
+        format!("`--config F health` should reach 127.0.0.1:{port}: exit {code}\n{out}{err}")
+    });
     // HIVESUP_CONFIG is the default config file
-    let (code, out, err) = run(Command::new(BIN).arg("health").env("HIVESUP_CONFIG", &other), WAIT);
-    h.check(code == 0, || format!("HIVESUP_CONFIG should be used: exit {code}\n{out}{err}"));
+    let (code, out, err) = run(
+        Command::new(BIN)
+            .arg("health")
+            .env("HIVESUP_CONFIG", &other),
+        WAIT,
+    );
+    h.check(code == 0, || {
+        format!("HIVESUP_CONFIG should be used: exit {code}\n{out}{err}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -91,17 +106,31 @@ fn status_table_and_json() {
     h.check(code == 0, || format!("status exit {code}\n{out}{err}"));
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    h.check(header == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "HEALTHY"], || {
-        format!("status header: {header:?}\n{out}")
-    });
-    let row: Vec<&str> = lines.find(|l| l.starts_with("web")).unwrap_or("").split_whitespace().collect();
-    h.check(row.len() == 7 && row[0] == "web" && row[1] == "running" && row[2] == pid && row[4] == "0", || {
-        format!("status row for web: {row:?}\n{out}")
-    });
+    h.check(
+        header
+            == [
+                "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "HEALTHY",
+            ],
+        || format!("status header: {header:?}\n{out}"),
+    );
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with("web"))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    h.check(
+        row.len() == 7 && row[0] == "web" && row[1] == "running" && row[2] == pid && row[4] == "0",
+        || format!("status row for web: {row:?}\n{out}"),
+    );
     let (code, out, err) = hivesup(&["status", "--addr", &addr, "--json"]);
-    h.check(code == 0, || format!("status --json exit {code}\n{out}{err}"));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| h.fail(&format!("status --json: {e}: {out}")));
-    h.check(v["programs"]["web"]["state"] == "running", || format!("{v}"));
+    h.check(code == 0, || {
+        format!("status --json exit {code}\n{out}{err}")
+    });
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| h.fail(&format!("status --json: {e}: {out}")));
+    h.check(v["programs"]["web"]["state"] == "running", || {
+        format!("{v}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -126,7 +155,11 @@ fn supervise_uses_hivesup_config_env() {
     let mut h = Hivesup::start_with(
         t,
         "",
-        Opts { args: Some(vec![]), env: vec![("HIVESUP_CONFIG".into(), path)], ..Opts::default() },
+        Opts {
+            args: Some(vec![]),
+            env: vec![("HIVESUP_CONFIG".into(), path)],
+            ..Opts::default()
+        },
     );
     h.wait_ready(&["p"]);
     h.wait_http("/health", 200, WAIT);
@@ -145,14 +178,26 @@ fn supervise_invalid_config_exits_2() {
     );
     let mut h = Hivesup::start(t, &cfg);
     let code = h.wait_code(WAIT);
-    h.check(code == 2, || format!("invalid config: expected exit 2, got {code}"));
-    h.assert_no_panic();
-    let line = h.config.lines().position(|l| l.starts_with("restart")).unwrap() + 1;
-    let want = format!("{}:{line}:", h.config_path);
-    h.check(h.stderr().iter().any(|l| l.contains(&want) && l.contains("sometimes")), || {
-        format!("expected a `{want}COL: ...` line naming \"sometimes\"")
+    h.check(code == 2, || {
+        format!("invalid config: expected exit 2, got {code}")
     });
-    h.check(h.dir.read("started").is_none(), || "a program was started".into());
+    h.assert_no_panic();
+    let line = h
+        .config
+        .lines()
+        .position(|l| l.starts_with("restart"))
+        .unwrap()
+        + 1;
+    let want = format!("{}:{line}:", h.config_path);
+    h.check(
+        h.stderr()
+            .iter()
+            .any(|l| l.contains(&want) && l.contains("sometimes")),
+        || format!("expected a `{want}COL: ...` line naming \"sometimes\""),
+    );
+    h.check(h.dir.read("started").is_none(), || {
+        "a program was started".into()
+    });
 }
 
 /// A usage error (unknown option) exits 2 without a panic.

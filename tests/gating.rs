@@ -98,9 +98,13 @@ settle_time = "100ms"
     // b must come up although a is held not-ready by the missing trigger file.
     h.wait_stdout("b | ready");
     h.wait_stdout("a | waiting");
-    h.check(h.dir.stamps("a.listen").is_empty(), || "a listened before the trigger".into());
+    h.check(h.dir.stamps("a.listen").is_empty(), || {
+        "a listened before the trigger".into()
+    });
     let a = h.state("a");
-    h.check(a == "starting", || format!("a should be starting while not ready, is {a}"));
+    h.check(a == "starting", || {
+        format!("a should be starting while not ready, is {a}")
+    });
     h.dir.touch("go");
     h.wait_http("/health", 200, WAIT);
     assert_eq!(h.stop(), 0);
@@ -132,12 +136,23 @@ settle_time = "100ms"
     h.wait_stdout("api | ready");
     let r = h.wait_http("/health", 200, WAIT);
     let j = r.json();
-    h.check(j["programs"]["init"]["state"] == "exited", || format!("init should be exited: {j}"));
-    h.check(j["programs"]["api"]["state"] == "running", || format!("api should be running: {j}"));
+    h.check(j["programs"]["init"]["state"] == "exited", || {
+        format!("init should be exited: {j}")
+    });
+    h.check(j["programs"]["api"]["state"] == "running", || {
+        format!("api should be running: {j}")
+    });
     let done = h.dir.stamps("init.done");
     let api = h.dir.stamps("api.start");
-    h.check(done.len() == 1 && api.len() == 1, || format!("stamps: init.done {done:?} api.start {api:?}"));
-    h.check(api[0] > done[0], || format!("api started before the oneshot finished: api {} <= init {}", api[0], done[0]));
+    h.check(done.len() == 1 && api.len() == 1, || {
+        format!("stamps: init.done {done:?} api.start {api:?}")
+    });
+    h.check(api[0] > done[0], || {
+        format!(
+            "api started before the oneshot finished: api {} <= init {}",
+            api[0], done[0]
+        )
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -159,19 +174,37 @@ priority = 20
 command = {api}
 "#,
         sup = supervisor(""),
-        init = arr(&[fx("exit.py"), "3".into(), "--say".into(), "migrating".into()]),
+        init = arr(&[
+            fx("exit.py"),
+            "3".into(),
+            "--say".into(),
+            "migrating".into()
+        ]),
         api = arr(&[fx("stamp.py"), t.p("api.start"), fx("print_signals.py")]),
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("init | migrating");
     let init = h.wait_state("init", "failed", WAIT);
-    h.check(init["last_exit"]["code"] == 3, || format!("init last_exit should be code 3: {init}"));
-    h.holds_for(std::time::Duration::from_millis(1000), "api stays pending and unspawned", |h| {
-        let api = h.program("api");
-        api["state"] == "pending" && api["pid"].is_null() && h.dir.stamps("api.start").is_empty()
+    h.check(init["last_exit"]["code"] == 3, || {
+        format!("init last_exit should be code 3: {init}")
     });
+    h.holds_for(
+        std::time::Duration::from_millis(1000),
+        "api stays pending and unspawned",
+        |h| {
+            let api = h.program("api");
+            api["state"] == "pending"
+                && api["pid"].is_null()
+                && h.dir.stamps("api.start").is_empty()
+        },
+    );
     let r = h.get("/health");
-    h.check(r.status == 503, || format!("/health should be 503 with a failed oneshot: {} {}", r.status, r.body));
+    h.check(r.status == 503, || {
+        format!(
+            "/health should be 503 with a failed oneshot: {} {}",
+            r.status, r.body
+        )
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -201,9 +234,13 @@ command = {b}
     h.wait_stdout("b | ready");
     let a = h.dir.stamps("a.start");
     let b = h.dir.stamps("b.start");
-    h.check(a.len() == 1 && b.len() == 1, || format!("stamps a {a:?} b {b:?}"));
+    h.check(a.len() == 1 && b.len() == 1, || {
+        format!("stamps a {a:?} b {b:?}")
+    });
     let gap_ms = (b[0] as i128 - a[0] as i128) / 1_000_000;
-    h.check(gap_ms >= 750, || format!("b started {gap_ms} ms after a; settle_time is 1500ms"));
+    h.check(gap_ms >= 750, || {
+        format!("b started {gap_ms} ms after a; settle_time is 1500ms")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -235,12 +272,20 @@ command = {api}
     h.wait_stdout("db | ready");
     let pid: i32 = h.dir.read("db.pid").unwrap().parse().unwrap();
     let db = h.wait_state("db", "failed", WAIT);
-    h.check(!db["last_probe_error"].is_null(), || format!("last_probe_error should say why: {db}"));
+    h.check(!db["last_probe_error"].is_null(), || {
+        format!("last_probe_error should say why: {db}")
+    });
     // the not-ready program was stopped, not left running
-    poll("the timed-out program to be gone", WAIT, || (!alive(pid, None)).then_some(()));
-    h.check(h.dir.stamps("api.start").is_empty(), || "api was started after db failed".into());
+    poll("the timed-out program to be gone", WAIT, || {
+        (!alive(pid, None)).then_some(())
+    });
+    h.check(h.dir.stamps("api.start").is_empty(), || {
+        "api was started after db failed".into()
+    });
     let api = h.state("api");
-    h.check(api == "pending", || format!("api should stay pending, is {api}"));
+    h.check(api == "pending", || {
+        format!("api should stay pending, is {api}")
+    });
     assert_eq!(h.get("/health").status, 503);
     assert_eq!(h.stop(), 0);
 }
@@ -277,10 +322,19 @@ command = {api}
     h.wait_stdout("migrate | run 3");
     h.wait_stdout("api | ready");
     let j = h.wait_http("/health", 200, WAIT).json();
-    h.check(j["programs"]["migrate"]["state"] == "exited" && j["programs"]["migrate"]["restarts"] == 2, || format!("{j}"));
+    h.check(
+        j["programs"]["migrate"]["state"] == "exited" && j["programs"]["migrate"]["restarts"] == 2,
+        || format!("{j}"),
+    );
     let done = h.dir.stamps("migrate.done");
     let api = h.dir.stamps("api.start");
-    h.check(done.len() == 1 && api.len() == 1 && api[0] > done[0], || format!("migrate.done {done:?} api.start {api:?}"));
-    h.check(h.count(Stream::Stdout, |l| l.starts_with("api | ")) >= 1, || "api never ran".into());
+    h.check(
+        done.len() == 1 && api.len() == 1 && api[0] > done[0],
+        || format!("migrate.done {done:?} api.start {api:?}"),
+    );
+    h.check(
+        h.count(Stream::Stdout, |l| l.starts_with("api | ")) >= 1,
+        || "api never ran".into(),
+    );
     assert_eq!(h.stop(), 0);
 }

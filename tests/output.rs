@@ -20,9 +20,18 @@ command = "echo hello out; echo hello err >&2; printf 'two\nlines\n'"
     h.wait_stdout("web | hello out");
     h.wait_stdout("web | two");
     h.wait_stdout("web | lines");
-    h.wait_for_line(Stream::Stderr, |l| l == "web | hello err", WAIT, "`web | hello err` on stderr");
-    h.check(!h.stdout().iter().any(|l| l.contains("hello err")), || "stderr line on stdout".into());
-    h.check(!h.stderr().iter().any(|l| l.contains("hello out")), || "stdout line on stderr".into());
+    h.wait_for_line(
+        Stream::Stderr,
+        |l| l == "web | hello err",
+        WAIT,
+        "`web | hello err` on stderr",
+    );
+    h.check(!h.stdout().iter().any(|l| l.contains("hello err")), || {
+        "stderr line on stdout".into()
+    });
+    h.check(!h.stderr().iter().any(|l| l.contains("hello out")), || {
+        "stdout line on stderr".into()
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -41,13 +50,16 @@ command = "echo 'hello \"out\"'; echo hello err >&2"
     h.wait_state("web", "exited", WAIT);
     let find = |h: &Hivesup, stream: &str, line: &str| -> bool {
         h.stdout().iter().chain(h.stderr().iter()).any(|l| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
-                v["program"] == "web" && v["stream"] == stream && v["line"] == line
-            })
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["program"] == "web" && v["stream"] == stream && v["line"] == line)
         })
     };
-    poll("json stdout line", WAIT, || find(&h, "stdout", "hello \"out\"").then_some(()));
-    poll("json stderr line", WAIT, || find(&h, "stderr", "hello err").then_some(()));
+    poll("json stdout line", WAIT, || {
+        find(&h, "stdout", "hello \"out\"").then_some(())
+    });
+    poll("json stderr line", WAIT, || {
+        find(&h, "stderr", "hello err").then_some(())
+    });
     h.stop();
     // json means every line hivesup writes is a JSON object (its own logs included)
     let bad: Vec<String> = h
@@ -56,7 +68,9 @@ command = "echo 'hello \"out\"'; echo hello err >&2"
         .chain(h.stderr())
         .filter(|l| !l.trim().is_empty() && serde_json::from_str::<serde_json::Value>(l).is_err())
         .collect();
-    h.check(bad.is_empty(), || format!("non-JSON lines with log_format = json: {bad:?}"));
+    h.check(bad.is_empty(), || {
+        format!("non-JSON lines with log_format = json: {bad:?}")
+    });
 }
 
 /// A oneshot that writes 5,000 lines and a final line without a newline, then exits at once:
@@ -76,8 +90,14 @@ command = ["/usr/bin/python3", "-c", "import sys\nfor i in range(5000): sys.stdo
     h.wait_state("burst", "exited", WAIT);
     h.wait_stdout("burst | line 4999");
     h.wait_stdout("burst | final words");
-    let lines: Vec<String> = h.stdout().into_iter().filter(|l| l.starts_with("burst | line ")).collect();
-    h.check(lines.len() == 5000, || format!("expected 5000 lines, got {}", lines.len()));
+    let lines: Vec<String> = h
+        .stdout()
+        .into_iter()
+        .filter(|l| l.starts_with("burst | line "))
+        .collect();
+    h.check(lines.len() == 5000, || {
+        format!("expected 5000 lines, got {}", lines.len())
+    });
     for (i, l) in lines.iter().enumerate() {
         if *l != format!("burst | line {i}") {
             h.fail(&format!("line {i} out of order or mangled: {l:?}"));
@@ -106,16 +126,32 @@ command = {flood}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("quiet | ready");
-    h.wait_for_line(Stream::Stdout, |l| l.starts_with("flood | flood "), WAIT, "the flood to start");
+    h.wait_for_line(
+        Stream::Stdout,
+        |l| l.starts_with("flood | flood "),
+        WAIT,
+        "the flood to start",
+    );
     for _ in 0..20 {
         let r = h.get("/livez");
-        h.check(r.status == 200, || format!("/livez during flood: {}", r.status));
+        h.check(r.status == 200, || {
+            format!("/livez during flood: {}", r.status)
+        });
         let r = h.get("/status");
-        h.check(r.status == 200, || format!("/status during flood: {}", r.status));
+        h.check(r.status == 200, || {
+            format!("/status during flood: {}", r.status)
+        });
     }
-    h.wait_for_line(Stream::Stdout, |l| l == "flood | flood done 300000", LONG, "the flood's last line");
+    h.wait_for_line(
+        Stream::Stdout,
+        |l| l == "flood | flood done 300000",
+        LONG,
+        "the flood's last line",
+    );
     let n = h.count(Stream::Stdout, |l| l.starts_with("flood | flood "));
-    h.check(n == 300001, || format!("lines lost in the flood: {n} of 300001"));
+    h.check(n == 300001, || {
+        format!("lines lost in the flood: {n} of 300001")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -133,7 +169,12 @@ command = {flood}
         flood = arr(&[fx("flood.py"), "50000".into(), "--stderr".into()]),
     );
     let mut h = Hivesup::start(t, &cfg);
-    h.wait_for_line(Stream::Stderr, |l| l == "flood | flood done 50000", LONG, "last stderr line");
+    h.wait_for_line(
+        Stream::Stderr,
+        |l| l == "flood | flood done 50000",
+        LONG,
+        "last stderr line",
+    );
     let pad = "x".repeat(60);
     let bad = h
         .stderr()
@@ -141,7 +182,9 @@ command = {flood}
         .filter(|l| l.starts_with("flood | flood ") && !l.ends_with("done 50000"))
         .enumerate()
         .find(|(i, l)| *l != format!("flood | flood {i} {pad}"));
-    h.check(bad.is_none(), || format!("mangled or missing line: {bad:?}"));
+    h.check(bad.is_none(), || {
+        format!("mangled or missing line: {bad:?}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -163,21 +206,41 @@ command = {other}
 "#,
         sup = supervisor(""),
         flood = arr(&[fx("flood.py"), "200000".into(), "--stay".into()]),
-        other = arr(&[fx("stamp.py"), t.p("other.starts"), fx("print_signals.py"), "--pidfile".into(), t.p("other.pid")]),
+        other = arr(&[
+            fx("stamp.py"),
+            t.p("other.starts"),
+            fx("print_signals.py"),
+            "--pidfile".into(),
+            t.p("other.pid")
+        ]),
     );
-    let mut h = Hivesup::start_with(t, &cfg, Opts { stall_stdout: true, ..Opts::default() });
+    let mut h = Hivesup::start_with(
+        t,
+        &cfg,
+        Opts {
+            stall_stdout: true,
+            ..Opts::default()
+        },
+    );
     // the flood has long filled the pipe (64 KiB) we are not reading
     h.wait_program("flood", WAIT, "running", |p| p["state"] == "running");
     poll("other's pidfile", WAIT, || h.dir.read("other.pid"));
     for _ in 0..10 {
         let r = h.get("/livez");
-        h.check(r.status == 200, || format!("/livez with a stalled stdout: {}", r.status));
+        h.check(r.status == 200, || {
+            format!("/livez with a stalled stdout: {}", r.status)
+        });
     }
     // supervision goes on: kill `other`, it is seen and restarted
     let pid: i32 = h.dir.read("other.pid").unwrap().parse().unwrap();
     kill(pid, libc::SIGKILL);
     h.wait_program("other", WAIT, "restarted", |p| p["restarts"] == 1);
     h.release_stdout();
-    h.wait_for_line(Stream::Stdout, |l| l == "flood | flood done 200000", LONG, "the flood's last line");
+    h.wait_for_line(
+        Stream::Stdout,
+        |l| l == "flood | flood done 200000",
+        LONG,
+        "the flood's last line",
+    );
     assert_eq!(h.stop(), 0);
 }

@@ -26,7 +26,12 @@ command = {cmd}
         cmd = arr(&[fx("orphans.py"), N.to_string()]),
     );
     let mut h = Hivesup::start_pid1(t, &cfg);
-    h.wait_for_line(Stream::Stdout, |l| l == format!("maker | orphans done {N}"), LONG, "orphans done");
+    h.wait_for_line(
+        Stream::Stdout,
+        |l| l == format!("maker | orphans done {N}"),
+        LONG,
+        "orphans done",
+    );
     h.wait_state("maker", "exited", LONG);
     let pid = h.pid();
     // every orphan has exited (the pipe in orphans.py closed) or is about to: wait until the
@@ -41,7 +46,11 @@ command = {cmd}
     };
     let zombies = left.iter().filter(|p| p.state == 'Z').count();
     h.check(left.is_empty(), || {
-        format!("{} processes left under PID 1, {zombies} of them zombies: {:?}", left.len(), &left[..left.len().min(10)])
+        format!(
+            "{} processes left under PID 1, {zombies} of them zombies: {:?}",
+            left.len(),
+            &left[..left.len().min(10)]
+        )
     });
     let m = h.get("/metrics").body;
     let reaped: f64 = m
@@ -50,7 +59,9 @@ command = {cmd}
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1.0);
-    h.check(reaped >= N as f64, || format!("hivesup_reaped_zombies_total should be >= {N}, is {reaped}"));
+    h.check(reaped >= N as f64, || {
+        format!("hivesup_reaped_zombies_total should be >= {N}, is {reaped}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -78,7 +89,10 @@ fn negative_control_bare_sleep_as_pid1_ignores_sigterm() {
     assert!(kill(c.pid1, libc::SIGTERM));
     let end = Instant::now() + Duration::from_millis(1000);
     while Instant::now() < end {
-        assert!(alive(c.pid1, Some(st)), "sleep as PID 1 died of SIGTERM: the PID-1 signal tests prove nothing");
+        assert!(
+            alive(c.pid1, Some(st)),
+            "sleep as PID 1 died of SIGTERM: the PID-1 signal tests prove nothing"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -129,7 +143,11 @@ fn pid1_forwards_signals() {
     let mut h = Hivesup::start_pid1(t, &cfg);
     h.wait_http("/health", 200, WAIT);
     h.wait_ready(&["p"]);
-    for (sig, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+    ] {
         h.signal(sig);
         h.wait_stdout(&format!("p | {name}"));
     }
@@ -144,26 +162,42 @@ fn not_pid1_hivesup_is_child_subreaper() {
     let cfg = format!(
         "{sup}\n[programs.maker]\nsettle_time = \"100ms\"\ncommand = {cmd}\n",
         sup = supervisor(""),
-        cmd = arr(&[fx("orphans.py"), "20".into(), "--hold".into(), t.p("release"), "--stay".into()]),
+        cmd = arr(&[
+            fx("orphans.py"),
+            "20".into(),
+            "--hold".into(),
+            t.p("release"),
+            "--stay".into()
+        ]),
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("maker | orphans done 20");
     let pid = h.pid();
-    let maker = h.wait_state("maker", "running", WAIT)["pid"].as_i64().unwrap() as i32;
+    let maker = h.wait_state("maker", "running", WAIT)["pid"]
+        .as_i64()
+        .unwrap() as i32;
     poll("20 orphans reparented to hivesup", WAIT, || {
-        let n = descendants(pid).iter().filter(|p| p.ppid == pid && p.pid != maker && p.state != 'Z').count();
+        let n = descendants(pid)
+            .iter()
+            .filter(|p| p.ppid == pid && p.pid != maker && p.state != 'Z')
+            .count();
         (n == 20).then_some(())
     });
     h.dir.touch("release");
     let deadline = Instant::now() + LONG;
     let left = loop {
-        let d: Vec<Proc> = descendants(pid).into_iter().filter(|p| p.pid != maker).collect();
+        let d: Vec<Proc> = descendants(pid)
+            .into_iter()
+            .filter(|p| p.pid != maker)
+            .collect();
         if d.is_empty() || Instant::now() > deadline {
             break d;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    h.check(left.is_empty(), || format!("left under hivesup (zombies: state Z): {left:?}"));
+    h.check(left.is_empty(), || {
+        format!("left under hivesup (zombies: state Z): {left:?}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -181,8 +215,10 @@ fn control(args: &[&str]) -> Control {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).args(args);
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -201,8 +237,13 @@ fn control(args: &[&str]) -> Control {
     let upid = child.id() as i32;
     let deadline = Instant::now() + WAIT;
     let pid1 = loop {
-        let kids = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children")).unwrap_or_default();
-        if let Some(p) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+        let kids = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
+            .unwrap_or_default();
+        if let Some(p) = kids
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if read_proc(p).is_some_and(|p| p.comm != "unshare") {
                 break p;
             }
@@ -215,10 +256,18 @@ fn control(args: &[&str]) -> Control {
                  these tests need unprivileged PID namespaces and do not skip"
             );
         }
-        assert!(Instant::now() < deadline, "timed out waiting for unshare to fork");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for unshare to fork"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
-    Control { child, pid1, out: rx, seen: Default::default() }
+    Control {
+        child,
+        pid1,
+        out: rx,
+        seen: Default::default(),
+    }
 }
 
 impl Control {
@@ -236,7 +285,10 @@ impl Control {
                 }
             }
         }
-        panic!("timed out waiting for {want:?}; stdout so far: {:?}", self.seen.borrow());
+        panic!(
+            "timed out waiting for {want:?}; stdout so far: {:?}",
+            self.seen.borrow()
+        );
     }
 }
 

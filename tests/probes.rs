@@ -12,18 +12,30 @@ fn ready_after_trigger(t: TestDir, cfg: &str, waiting_line: &str) -> Hivesup {
     let mut h = Hivesup::start(t, cfg);
     h.wait_stdout(waiting_line);
     let r = h.get("/health");
-    h.check(r.status == 503, || format!("/health before ready: expected 503, got {} {}", r.status, r.body));
+    h.check(r.status == 503, || {
+        format!(
+            "/health before ready: expected 503, got {} {}",
+            r.status, r.body
+        )
+    });
     let j = r.json();
-    h.check(j["status"] == "starting", || format!("status before ready should be \"starting\": {j}"));
-    h.check(j["programs"]["p"]["state"] == "starting", || format!("p should be starting: {j}"));
-    h.check(j["programs"]["p"]["ready"] == false, || format!("p should not be ready: {j}"));
+    h.check(j["status"] == "starting", || {
+        format!("status before ready should be \"starting\": {j}")
+    });
+    h.check(j["programs"]["p"]["state"] == "starting", || {
+        format!("p should be starting: {j}")
+    });
+    h.check(j["programs"]["p"]["ready"] == false, || {
+        format!("p should not be ready: {j}")
+    });
     h.dir.touch("go");
     let r = h.wait_http("/health", 200, WAIT);
     let j = r.json();
     h.check(j["status"] == "ok", || format!("status should be ok: {j}"));
-    h.check(j["programs"]["p"]["state"] == "running" && j["programs"]["p"]["ready"] == true, || {
-        format!("p should be running and ready: {j}")
-    });
+    h.check(
+        j["programs"]["p"]["state"] == "running" && j["programs"]["p"]["ready"] == true,
+        || format!("p should be running and ready: {j}"),
+    );
     h
 }
 
@@ -41,7 +53,13 @@ interval = "50ms"
 timeout = "60s"
 "#,
         sup = supervisor(""),
-        cmd = arr(&[fx("listener.py"), "--after-file".into(), t.p("go"), "--tcp".into(), format!("127.0.0.1:{port}")]),
+        cmd = arr(&[
+            fx("listener.py"),
+            "--after-file".into(),
+            t.p("go"),
+            "--tcp".into(),
+            format!("127.0.0.1:{port}")
+        ]),
     );
     let mut h = ready_after_trigger(t, &cfg, "p | waiting");
     assert_eq!(h.stop(), 0);
@@ -62,7 +80,13 @@ timeout = "60s"
 "#,
         sup = supervisor(""),
         sock = q(&sock),
-        cmd = arr(&[fx("listener.py"), "--after-file".into(), t.p("go"), "--unix".into(), sock.clone()]),
+        cmd = arr(&[
+            fx("listener.py"),
+            "--after-file".into(),
+            t.p("go"),
+            "--unix".into(),
+            sock.clone()
+        ]),
     );
     let mut h = ready_after_trigger(t, &cfg, "p | waiting");
     assert_eq!(h.stop(), 0);
@@ -88,8 +112,12 @@ timeout = "60s"
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("p | serving");
     // The server answers 503 now; make sure hivesup has probed it at least once.
-    let p = h.wait_program("p", WAIT, "a probe error recorded", |p| !p["last_probe_error"].is_null());
-    h.check(p["state"] == "starting" && p["ready"] == false, || format!("503 must not count as ready: {p}"));
+    let p = h.wait_program("p", WAIT, "a probe error recorded", |p| {
+        !p["last_probe_error"].is_null()
+    });
+    h.check(p["state"] == "starting" && p["ready"] == false, || {
+        format!("503 must not count as ready: {p}")
+    });
     assert_eq!(h.get("/health").status, 503);
     h.dir.touch("go");
     h.wait_http("/health", 200, WAIT);
@@ -133,9 +161,13 @@ timeout = "60s"
     );
     let mut h = Hivesup::start(t, &cfg);
     let line = h.wait_stdout_contains("p | NOTIFY_SOCKET=");
-    h.check(line != "p | NOTIFY_SOCKET=", || "NOTIFY_SOCKET is not set for a notify program".into());
+    h.check(line != "p | NOTIFY_SOCKET=", || {
+        "NOTIFY_SOCKET is not set for a notify program".into()
+    });
     let r = h.get("/health");
-    h.check(r.status == 503, || format!("not notified yet, /health should be 503: {}", r.body));
+    h.check(r.status == 503, || {
+        format!("not notified yet, /health should be 503: {}", r.body)
+    });
     assert_eq!(h.state("p"), "starting");
     h.dir.touch("go");
     h.wait_stdout("p | notified");
@@ -174,23 +206,36 @@ failures = 2
     h.dir.touch("go");
     let ok = h.wait_http("/health", 200, WAIT).json();
     let pid = ok["programs"]["p"]["pid"].clone();
-    h.check(ok["programs"]["p"]["healthy"] == true, || format!("healthy should be true: {ok}"));
+    h.check(ok["programs"]["p"]["healthy"] == true, || {
+        format!("healthy should be true: {ok}")
+    });
 
     h.dir.remove("healthy");
     let bad = h.wait_http("/health", 503, WAIT).json();
     let p = &bad["programs"]["p"];
-    h.check(p["healthy"] == false, || format!("healthy should be false: {bad}"));
-    h.check(p["state"] == "running", || format!("an unhealthy program keeps running: {bad}"));
-    h.check(!p["last_probe_error"].is_null(), || format!("last_probe_error should be set: {bad}"));
-    h.check(bad["status"] == "degraded", || format!("status should be degraded: {bad}"));
+    h.check(p["healthy"] == false, || {
+        format!("healthy should be false: {bad}")
+    });
+    h.check(p["state"] == "running", || {
+        format!("an unhealthy program keeps running: {bad}")
+    });
+    h.check(!p["last_probe_error"].is_null(), || {
+        format!("last_probe_error should be set: {bad}")
+    });
+    h.check(bad["status"] == "degraded", || {
+        format!("status should be degraded: {bad}")
+    });
     let v = h.get("/health?verbose");
-    h.check(v.status == 503 && v.body.contains("[-]p failed"), || format!("verbose: {} {:?}", v.status, v.body));
+    h.check(v.status == 503 && v.body.contains("[-]p failed"), || {
+        format!("verbose: {} {:?}", v.status, v.body)
+    });
 
     h.dir.touch("healthy");
     let ok2 = h.wait_http("/health", 200, WAIT).json();
-    h.check(ok2["programs"]["p"]["pid"] == pid && ok2["programs"]["p"]["restarts"] == 0, || {
-        format!("a health failure must not restart the program: before {ok} after {ok2}")
-    });
+    h.check(
+        ok2["programs"]["p"]["pid"] == pid && ok2["programs"]["p"]["restarts"] == 0,
+        || format!("a health failure must not restart the program: before {ok} after {ok2}"),
+    );
     assert_eq!(h.stop(), 0);
 }
 
@@ -214,15 +259,24 @@ failures = 3
 "#,
         sup = supervisor(""),
         cmd = arr(&[fx("print_signals.py")]),
-        probe = q(format!("n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ $n -ne 5 ]")),
+        probe = q(format!(
+            "n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ $n -ne 5 ]"
+        )),
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_http("/health", 200, WAIT);
-    let runs = |h: &Hivesup| h.dir.read("probes").and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0);
+    let runs = |h: &Hivesup| {
+        h.dir
+            .read("probes")
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     let deadline = std::time::Instant::now() + LONG;
     while runs(&h) < 10 {
         let p = h.program("p");
-        h.check(p["healthy"] == true, || format!("one failed probe (of failures = 3) made it unhealthy: {p}"));
+        h.check(p["healthy"] == true, || {
+            format!("one failed probe (of failures = 3) made it unhealthy: {p}")
+        });
         if std::time::Instant::now() > deadline {
             h.fail("the health probe did not run 10 times");
         }
@@ -302,9 +356,12 @@ failures = 1
             if let Some(pid) = p["pid"].as_i64() {
                 if !alive(pid as i32, None) {
                     // its exit may have happened a moment ago: hivesup must notice it soon
-                    h.wait_program("p", WAIT, &format!("to notice that pid {pid} exited"), |q| {
-                        q["pid"] != p["pid"] || q["state"] != "running"
-                    });
+                    h.wait_program(
+                        "p",
+                        WAIT,
+                        &format!("to notice that pid {pid} exited"),
+                        |q| q["pid"] != p["pid"] || q["state"] != "running",
+                    );
                 }
             }
         }
@@ -333,7 +390,10 @@ fn initdb(t: &TestDir) -> (String, String) {
     let data = t.p("pg/data");
     let sock = t.p("pg/sock");
     std::fs::create_dir_all(&sock).unwrap();
-    let (code, out, err) = run(Command::new("chown").args(["-R", "postgres:postgres", &base]), WAIT);
+    let (code, out, err) = run(
+        Command::new("chown").args(["-R", "postgres:postgres", &base]),
+        WAIT,
+    );
     assert_eq!(code, 0, "chown: {out}{err}");
     let (code, out, err) = run(
         Command::new("runuser").args([
@@ -404,9 +464,17 @@ fn postgres_probe_real_server() {
     let mut h = Hivesup::start(t, &cfg);
     let r = h.wait_http("/health", 200, LONG);
     let j = r.json();
-    h.check(j["programs"]["pg"]["ready"] == true && j["programs"]["pg"]["healthy"] == true, || format!("{j}"));
+    h.check(
+        j["programs"]["pg"]["ready"] == true && j["programs"]["pg"]["healthy"] == true,
+        || format!("{j}"),
+    );
     // postgres' own log lines are captured and prefixed
-    h.wait_for_line(Stream::Stderr, |l| l.starts_with("pg | "), WAIT, "postgres log lines prefixed `pg | `");
+    h.wait_for_line(
+        Stream::Stderr,
+        |l| l.starts_with("pg | "),
+        WAIT,
+        "postgres log lines prefixed `pg | `",
+    );
     let status = h.get("/status").body;
     let code = h.stop();
     let leaked: Vec<String> = h
@@ -416,8 +484,12 @@ fn postgres_probe_real_server() {
         .chain(std::iter::once(status))
         .filter(|l| l.contains("sekrit-pw-1234"))
         .collect();
-    h.check(leaked.is_empty(), || format!("the password leaked: {leaked:?}"));
-    h.check(code == 0, || format!("postgres stops on SIGINT within stop_timeout: exit should be 0, got {code}"));
+    h.check(leaked.is_empty(), || {
+        format!("the password leaked: {leaked:?}")
+    });
+    h.check(code == 0, || {
+        format!("postgres stops on SIGINT within stop_timeout: exit should be 0, got {code}")
+    });
 }
 
 /// A postgres probe that cannot succeed (no such database): never ready, the error is
@@ -441,15 +513,23 @@ fn postgres_probe_reports_error() {
         "postgres ready log line",
     );
     let p = h.wait_program("pg", WAIT, "a probe error mentioning no_such_db", |p| {
-        p["last_probe_error"].as_str().is_some_and(|e| e.contains("no_such_db"))
+        p["last_probe_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no_such_db"))
     });
     h.check(p["ready"] == false, || format!("must not be ready: {p}"));
     let e = p["last_probe_error"].as_str().unwrap();
-    h.check(!e.contains("sekrit"), || format!("probe error leaks the password: {e}"));
-    h.stop();
-    h.check(!h.stderr().iter().chain(h.stdout().iter()).any(|l| l.contains("sekrit-pw-5678")), || {
-        "the password leaked into the logs".into()
+    h.check(!e.contains("sekrit"), || {
+        format!("probe error leaks the password: {e}")
     });
+    h.stop();
+    h.check(
+        !h.stderr()
+            .iter()
+            .chain(h.stdout().iter())
+            .any(|l| l.contains("sekrit-pw-5678")),
+        || "the password leaked into the logs".into(),
+    );
 }
 
 /// `ready.notify` with the real thing: Debian's postgres is built with libsystemd and sends
@@ -496,20 +576,35 @@ fn postgres_restart_after_postmaster_killed() {
     let postmaster = j["programs"]["pg"]["pid"].as_i64().unwrap() as i32;
     // a client with a live backend: psql (our child) runs a long query
     let mut psql = Command::new(format!("{PGBIN}/psql"))
-        .args(["-h", &sock, "-U", "postgres", "-d", "postgres", "-c", "select pg_sleep(120)"])
+        .args([
+            "-h",
+            &sock,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "select pg_sleep(120)",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let backend = poll("a client backend", WAIT, || {
-        descendants(postmaster)
-            .into_iter()
-            .find(|p| p.ppid == postmaster && p.comm == "postgres" && cmdline(p.pid).contains("[local]"))
+        descendants(postmaster).into_iter().find(|p| {
+            p.ppid == postmaster && p.comm == "postgres" && cmdline(p.pid).contains("[local]")
+        })
     });
     kill(postmaster, libc::SIGKILL);
-    let j = h.wait_program("pg", LONG, "restarted and ready", |p| p["restarts"] == 1 && p["ready"] == true);
-    h.check(j["pid"].as_i64() != Some(postmaster as i64), || format!("{j}"));
-    h.check(!alive(backend.pid, Some(backend.starttime)), || format!("the old backend {} survived", backend.pid));
+    let j = h.wait_program("pg", LONG, "restarted and ready", |p| {
+        p["restarts"] == 1 && p["ready"] == true
+    });
+    h.check(j["pid"].as_i64() != Some(postmaster as i64), || {
+        format!("{j}")
+    });
+    h.check(!alive(backend.pid, Some(backend.starttime)), || {
+        format!("the old backend {} survived", backend.pid)
+    });
     h.wait_http("/health", 200, WAIT);
     let _ = psql.kill();
     let _ = psql.wait();

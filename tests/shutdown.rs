@@ -41,21 +41,40 @@ command = {c}
     h.wait_http("/health", 200, WAIT);
     h.wait_ready(&["a", "b", "c"]);
     let code = h.stop();
-    h.check(code == 0, || format!("clean stop should exit 0, got {code}"));
+    h.check(code == 0, || {
+        format!("clean stop should exit 0, got {code}")
+    });
     let d = &h.dir;
-    let get = |n: &str, what: &str| d.stamp_of(n, what).unwrap_or_else(|| panic!("{n}: no `{what}` stamp"));
-    let (a_rx, b_rx, c_rx) = (get("a", "received SIGTERM"), get("b", "received SIGTERM"), get("c", "received SIGTERM"));
+    let get = |n: &str, what: &str| {
+        d.stamp_of(n, what)
+            .unwrap_or_else(|| panic!("{n}: no `{what}` stamp"))
+    };
+    let (a_rx, b_rx, c_rx) = (
+        get("a", "received SIGTERM"),
+        get("b", "received SIGTERM"),
+        get("c", "received SIGTERM"),
+    );
     let (b_exit, c_exit) = (get("b", "exit"), get("c", "exit"));
-    h.check(c_rx < b_rx && b_rx < a_rx, || format!("stop order should be c, b, a: c {c_rx} b {b_rx} a {a_rx}"));
-    h.check(b_rx > c_exit, || format!("b was signalled before c had exited: b {b_rx} c exit {c_exit}"));
-    h.check(a_rx > b_exit, || format!("a was signalled before b had exited: a {a_rx} b exit {b_exit}"));
+    h.check(c_rx < b_rx && b_rx < a_rx, || {
+        format!("stop order should be c, b, a: c {c_rx} b {b_rx} a {a_rx}")
+    });
+    h.check(b_rx > c_exit, || {
+        format!("b was signalled before c had exited: b {b_rx} c exit {c_exit}")
+    });
+    h.check(a_rx > b_exit, || {
+        format!("a was signalled before b had exited: a {a_rx} b exit {b_exit}")
+    });
 }
 
 /// SIGINT and SIGQUIT shut down like SIGTERM; each program gets its own stop_signal
 /// (names, SIG-names and numbers accepted).
 #[test]
 fn sigint_and_sigquit_shut_down_with_stop_signal() {
-    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGQUIT, "SIGQUIT"), (libc::SIGTERM, "SIGTERM")] {
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGTERM, "SIGTERM"),
+    ] {
         let t = TestDir::new();
         let cfg = format!(
             r#"{sup}
@@ -81,9 +100,13 @@ command = {p3}
         h.wait_ready(&["term", "int", "usr1"]);
         h.signal(sig);
         let code = h.wait_code(LONG);
-        h.check(code == 0, || format!("{name}: clean stop should exit 0, got {code}"));
+        h.check(code == 0, || {
+            format!("{name}: clean stop should exit 0, got {code}")
+        });
         for want in ["term | SIGTERM", "int | SIGINT", "usr1 | SIGUSR1"] {
-            h.check(h.stdout().iter().any(|l| l == want), || format!("{name}: missing {want:?}"));
+            h.check(h.stdout().iter().any(|l| l == want), || {
+                format!("{name}: missing {want:?}")
+            });
         }
     }
 }
@@ -112,9 +135,15 @@ command = {nice}
     let pid: i32 = h.dir.read("pid").unwrap().parse().unwrap();
     let start = read_proc(pid).unwrap().starttime;
     let code = h.stop();
-    h.check(code == 1, || format!("something was SIGKILLed: expected exit 1, got {code}"));
-    h.check(!alive(pid, Some(start)), || "the stubborn program is still alive".into());
-    h.check(h.stdout().iter().any(|l| l == "nice | SIGTERM"), || "the other program was not stopped".into());
+    h.check(code == 1, || {
+        format!("something was SIGKILLed: expected exit 1, got {code}")
+    });
+    h.check(!alive(pid, Some(start)), || {
+        "the stubborn program is still alive".into()
+    });
+    h.check(h.stdout().iter().any(|l| l == "nice | SIGTERM"), || {
+        "the other program was not stopped".into()
+    });
 }
 
 /// The stop signal goes to the program's process group: both children of a shell get it.
@@ -136,9 +165,13 @@ command = "{ps} --tag one & {ps} --tag two & wait"
     h.wait_http("/health", 200, WAIT);
     let code = h.stop();
     for want in ["sh | one SIGTERM", "sh | two SIGTERM"] {
-        h.check(h.stdout().iter().any(|l| l == want), || format!("missing {want:?}: the group did not get SIGTERM"));
+        h.check(h.stdout().iter().any(|l| l == want), || {
+            format!("missing {want:?}: the group did not get SIGTERM")
+        });
     }
-    h.check(code == 0, || format!("everything stopped in time: expected 0, got {code}"));
+    h.check(code == 0, || {
+        format!("everything stopped in time: expected 0, got {code}")
+    });
 }
 
 /// SIGKILL escalation kills the whole group, grandchildren included.
@@ -167,9 +200,13 @@ command = "{it} --pidfile {p1} & {it} --pidfile {p2} & wait"
         })
         .collect();
     let code = h.stop();
-    h.check(code == 1, || format!("expected 1 after SIGKILL, got {code}"));
+    h.check(code == 1, || {
+        format!("expected 1 after SIGKILL, got {code}")
+    });
     for (pid, st) in pids {
-        h.check(!alive(pid, Some(st)), || format!("group member {pid} survived the SIGKILL"));
+        h.check(!alive(pid, Some(st)), || {
+            format!("group member {pid} survived the SIGKILL")
+        });
     }
 }
 
@@ -194,11 +231,16 @@ command = "{ps} --term-delay 1 --stamp {stamp} & wait"
     h.wait_ready(&["sh"]);
     h.wait_http("/health", 200, WAIT);
     let code = h.stop();
-    h.check(h.dir.stamp_of("worker", "received SIGTERM").is_some(), || "the worker did not get SIGTERM".into());
+    h.check(
+        h.dir.stamp_of("worker", "received SIGTERM").is_some(),
+        || "the worker did not get SIGTERM".into(),
+    );
     h.check(h.dir.stamp_of("worker", "exit").is_some(), || {
         "the worker was killed before it could finish within stop_timeout".into()
     });
-    h.check(code == 0, || format!("everything stopped within stop_timeout: expected 0, got {code}"));
+    h.check(code == 0, || {
+        format!("everything stopped within stop_timeout: expected 0, got {code}")
+    });
 }
 
 /// A descendant that called setsid() (left the group, like a postgres backend) is found and
@@ -222,10 +264,16 @@ command = {cmd}
     let pid: i32 = h.dir.read("escapee.pid").unwrap().parse().unwrap();
     let p = read_proc(pid).unwrap();
     let main = h.program("pm")["pid"].as_i64().unwrap() as i32;
-    h.check(p.session != main && p.pgrp != main, || format!("fixture: escapee did not leave the group: {p:?}"));
+    h.check(p.session != main && p.pgrp != main, || {
+        format!("fixture: escapee did not leave the group: {p:?}")
+    });
     let code = h.stop();
-    h.check(!alive(pid, Some(p.starttime)), || format!("setsid escapee {pid} survived the shutdown"));
-    h.check(code == 1, || format!("expected 1 after SIGKILL, got {code}"));
+    h.check(!alive(pid, Some(p.starttime)), || {
+        format!("setsid escapee {pid} survived the shutdown")
+    });
+    h.check(code == 1, || {
+        format!("expected 1 after SIGKILL, got {code}")
+    });
 }
 
 /// Even when the program's main process stops cleanly, a setsid escapee it left behind does not
@@ -249,7 +297,9 @@ command = {cmd}
     let st = read_proc(pid).unwrap().starttime;
     h.signal(libc::SIGTERM);
     h.wait_exit(LONG);
-    h.check(!alive(pid, Some(st)), || format!("setsid escapee {pid} outlived hivesup"));
+    h.check(!alive(pid, Some(st)), || {
+        format!("setsid escapee {pid} outlived hivesup")
+    });
 }
 
 /// Before a program is started again, descendants of its previous run that left its group are
@@ -276,8 +326,15 @@ command = {cmd}
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("pm | predecessor none");
-    let l = h.wait_for_line(Stream::Stdout, |l| l.starts_with("pm | predecessor ") && !l.ends_with("none"), WAIT, "second run");
-    h.check(l == "pm | predecessor gone", || format!("the restarted program met its predecessor's escapee: {l:?}"));
+    let l = h.wait_for_line(
+        Stream::Stdout,
+        |l| l.starts_with("pm | predecessor ") && !l.ends_with("none"),
+        WAIT,
+        "second run",
+    );
+    h.check(l == "pm | predecessor gone", || {
+        format!("the restarted program met its predecessor's escapee: {l:?}")
+    });
     h.stop();
 }
 
@@ -302,7 +359,9 @@ command = {cmd}
     h.wait_ready(&["p"]);
     let code = h.stop();
     h.check(code == 0, || format!("expected 0, got {code}"));
-    h.check(h.dir.stamps("starts").len() == 1, || "restarted during shutdown".into());
+    h.check(h.dir.stamps("starts").len() == 1, || {
+        "restarted during shutdown".into()
+    });
 }
 
 /// During shutdown /health is 503 with status "stopping"; a higher priority that has exited
@@ -332,11 +391,22 @@ command = {high}
     h.signal(libc::SIGTERM);
     h.wait_stdout("low | SIGTERM");
     let r = h.get("/health");
-    h.check(r.status == 503, || format!("/health during shutdown should be 503: {} {}", r.status, r.body));
+    h.check(r.status == 503, || {
+        format!(
+            "/health during shutdown should be 503: {} {}",
+            r.status, r.body
+        )
+    });
     let j = r.json();
-    h.check(j["status"] == "stopping", || format!("status should be stopping: {j}"));
-    h.check(j["programs"]["low"]["state"] == "stopping", || format!("low should be stopping: {j}"));
-    h.check(j["programs"]["high"]["state"] == "stopped", || format!("high should be stopped: {j}"));
+    h.check(j["status"] == "stopping", || {
+        format!("status should be stopping: {j}")
+    });
+    h.check(j["programs"]["low"]["state"] == "stopping", || {
+        format!("low should be stopping: {j}")
+    });
+    h.check(j["programs"]["high"]["state"] == "stopped", || {
+        format!("high should be stopped: {j}")
+    });
     let code = h.wait_code(LONG);
     assert_eq!(code, 0);
 }
@@ -362,7 +432,9 @@ command = {cmd}
     h.signal(libc::SIGTERM);
     // far below the 120 s stop_timeout: the 1 s shutdown_timeout must have cut it short
     let code = h.wait_code(Duration::from_secs(20));
-    h.check(code == 1, || format!("expected 1 after SIGKILL, got {code}"));
+    h.check(code == 1, || {
+        format!("expected 1 after SIGKILL, got {code}")
+    });
 }
 
 /// SIGTERM while a program waits in backoff: it is not started again, hivesup exits 0 without
@@ -386,7 +458,9 @@ command = {cmd}
     // far below the 60 s backoff
     let code = h.wait_code(Duration::from_secs(20));
     h.check(code == 0, || format!("expected 0, got {code}"));
-    h.check(h.dir.stamps("starts").len() == 1, || "started again during shutdown".into());
+    h.check(h.dir.stamps("starts").len() == 1, || {
+        "started again during shutdown".into()
+    });
 }
 
 /// SIGTERM while a program is still starting (its ready probe never passes): it is stopped
@@ -416,8 +490,12 @@ command = {next}
     h.signal(libc::SIGTERM);
     let code = h.wait_code(LONG);
     h.check(code == 0, || format!("expected 0, got {code}"));
-    h.check(h.stdout().iter().any(|l| l == "slow | SIGTERM"), || "slow did not get SIGTERM".into());
-    h.check(h.dir.read("next").is_none(), || "next was started during shutdown".into());
+    h.check(h.stdout().iter().any(|l| l == "slow | SIGTERM"), || {
+        "slow did not get SIGTERM".into()
+    });
+    h.check(h.dir.read("next").is_none(), || {
+        "next was started during shutdown".into()
+    });
 }
 
 /// Same after a failed start (ready timeout): the not-ready program is stopped, and its setsid
@@ -442,8 +520,15 @@ timeout = "700ms"
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_stdout("pm | predecessor none");
-    let l = h.wait_for_line(Stream::Stdout, |l| l.starts_with("pm | predecessor ") && !l.ends_with("none"), LONG, "the retry");
-    h.check(l == "pm | predecessor gone", || format!("the retry met its predecessor's escapee: {l:?}"));
+    let l = h.wait_for_line(
+        Stream::Stdout,
+        |l| l.starts_with("pm | predecessor ") && !l.ends_with("none"),
+        LONG,
+        "the retry",
+    );
+    h.check(l == "pm | predecessor gone", || {
+        format!("the retry met its predecessor's escapee: {l:?}")
+    });
     h.wait_state("pm", "failed", LONG);
     h.stop();
 }
@@ -461,7 +546,13 @@ stop_timeout = "10s"
 command = {cmd}
 "#,
         sup = supervisor(""),
-        cmd = arr(&[fx("print_signals.py"), "--term-delay".into(), "1".into(), "--stamp".into(), t.p("p")]),
+        cmd = arr(&[
+            fx("print_signals.py"),
+            "--term-delay".into(),
+            "1".into(),
+            "--stamp".into(),
+            t.p("p")
+        ]),
     );
     let mut h = Hivesup::start(t, &cfg);
     h.wait_ready(&["p"]);
@@ -472,6 +563,8 @@ command = {cmd}
     h.signal(libc::SIGINT);
     let code = h.wait_code(LONG);
     h.check(code == 0, || format!("expected 0, got {code}"));
-    h.check(h.dir.stamp_of("p", "exit").is_some(), || "p was killed before finishing its shutdown".into());
+    h.check(h.dir.stamp_of("p", "exit").is_some(), || {
+        "p was killed before finishing its shutdown".into()
+    });
     h.assert_no_panic();
 }

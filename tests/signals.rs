@@ -45,8 +45,12 @@ command = {ps}
             .filter(|l| l.starts_with("SIG"))
             .collect()
     };
-    h.check(got("a") == ["SIGHUP", "SIGUSR1", "SIGTERM"], || format!("a got {:?}", got("a")));
-    h.check(got("b") == ["SIGUSR2", "SIGTERM"], || format!("b got {:?}", got("b")));
+    h.check(got("a") == ["SIGHUP", "SIGUSR1", "SIGTERM"], || {
+        format!("a got {:?}", got("a"))
+    });
+    h.check(got("b") == ["SIGUSR2", "SIGTERM"], || {
+        format!("b got {:?}", got("b"))
+    });
     h.check(got("c") == ["SIGTERM"], || format!("c got {:?}", got("c")));
 }
 
@@ -72,7 +76,11 @@ command = ["sleep", "1000"]
     let j = h.wait_http("/health", 200, WAIT).json();
     let pid = j["programs"]["sleeper"]["pid"].clone();
     h.wait_ready(&["listener"]);
-    for (sig, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+    ] {
         h.signal(sig);
         h.wait_stdout(&format!("listener | {name}"));
     }
@@ -120,5 +128,8 @@ command = {ps}
     assert_eq!(h.state("later"), "pending");
     assert_eq!(h.get("/livez").status, 200);
     assert_eq!(h.stop(), 0);
-    h.check(!h.stdout().iter().any(|l| l.starts_with("later | ")), || "later was started".into());
+    h.check(
+        !h.stdout().iter().any(|l| l.starts_with("later | ")),
+        || "later was started".into(),
+    );
 }

@@ -7,7 +7,9 @@ use common::*;
 
 fn pid_of(h: &mut Hivesup, name: &str) -> i32 {
     let p = h.wait_state(name, "running", WAIT);
-    p["pid"].as_i64().unwrap_or_else(|| h.fail(&format!("no pid: {p}"))) as i32
+    p["pid"]
+        .as_i64()
+        .unwrap_or_else(|| h.fail(&format!("no pid: {p}"))) as i32
 }
 
 /// `user = "nobody"`: real, effective, saved and fs uid/gid are nobody's; supplementary groups
@@ -34,7 +36,9 @@ command = {cmd}
     let all = |s: &str, v: &str| s.split_whitespace().all(|x| x == v);
     h.check(all(&uid, "65534"), || format!("Uid: {uid}"));
     h.check(all(&gid, "65534"), || format!("Gid: {gid}"));
-    h.check(!groups.split_whitespace().any(|g| g == "0"), || format!("root's groups kept: Groups: {groups}"));
+    h.check(!groups.split_whitespace().any(|g| g == "0"), || {
+        format!("root's groups kept: Groups: {groups}")
+    });
     h.wait_stdout("p | UID=65534 GID=65534");
     assert_eq!(h.stop(), 0);
 }
@@ -58,8 +62,12 @@ command = {cmd}
     let pid = pid_of(&mut h, "p");
     let uid = proc_status_field(pid, "Uid").unwrap();
     let gid = proc_status_field(pid, "Gid").unwrap();
-    h.check(uid.split_whitespace().all(|x| x == "4321"), || format!("Uid: {uid}"));
-    h.check(gid.split_whitespace().all(|x| x == "1234"), || format!("Gid: {gid}"));
+    h.check(uid.split_whitespace().all(|x| x == "4321"), || {
+        format!("Uid: {uid}")
+    });
+    h.check(gid.split_whitespace().all(|x| x == "1234"), || {
+        format!("Gid: {gid}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -80,7 +88,9 @@ command = {cmd}
     let h = Hivesup::start(t, &cfg);
     h.wait_stderr_contains("no-such-user-hvs");
     h.assert_no_panic();
-    h.check(h.dir.read("started").is_none(), || "the program ran although its user does not exist".into());
+    h.check(h.dir.read("started").is_none(), || {
+        "the program ran although its user does not exist".into()
+    });
 }
 
 #[test]
@@ -97,12 +107,20 @@ command = {cmd}
 "#,
         sup = supervisor(""),
         dir = q(t.p("work")),
-        cmd = arr(&[fx("envdump.py"), "FOO".into(), "EMPTY".into(), "HIVESUP_TEST_INHERIT".into()]),
+        cmd = arr(&[
+            fx("envdump.py"),
+            "FOO".into(),
+            "EMPTY".into(),
+            "HIVESUP_TEST_INHERIT".into()
+        ]),
     );
     let mut h = Hivesup::start_with(
         t,
         &cfg,
-        Opts { env: vec![("HIVESUP_TEST_INHERIT".into(), "yes".into())], ..Opts::default() },
+        Opts {
+            env: vec![("HIVESUP_TEST_INHERIT".into(), "yes".into())],
+            ..Opts::default()
+        },
     );
     let cwd = format!("p | CWD={}", h.dir.p("work"));
     h.wait_stdout(&cwd);
@@ -145,7 +163,9 @@ command = {cmd}
     let mut h = Hivesup::start(t, &cfg);
     let pid = pid_of(&mut h, "p");
     let p = read_proc(pid).unwrap();
-    h.check(p.session == pid && p.pgrp == pid, || format!("program not in its own session: {p:?}"));
+    h.check(p.session == pid && p.pgrp == pid, || {
+        format!("program not in its own session: {p:?}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
@@ -174,15 +194,26 @@ command = {ok}
     h.assert_no_panic();
     // refused (exits) or running (serves): whichever comes first
     poll("hivesup to exit or to listen", WAIT, || {
-        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on "))).then_some(())
+        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on ")))
+            .then_some(())
     });
     if let Some(st) = h.exited() {
         let code = st.code().unwrap_or(-1);
         // refused up front
-        h.check(code == 1 || code == 2, || format!("refused with exit {code}, expected 1 or 2"));
-        h.check(h.dir.read("ok.started").is_none(), || "refused the config but started a program".into());
-        let errs: Vec<String> = h.stderr().into_iter().filter(|l| l.contains(cmd_path)).collect();
-        h.check(errs.len() == 1, || format!("one clear line expected: {errs:?}"));
+        h.check(code == 1 || code == 2, || {
+            format!("refused with exit {code}, expected 1 or 2")
+        });
+        h.check(h.dir.read("ok.started").is_none(), || {
+            "refused the config but started a program".into()
+        });
+        let errs: Vec<String> = h
+            .stderr()
+            .into_iter()
+            .filter(|l| l.contains(cmd_path))
+            .collect();
+        h.check(errs.len() == 1, || {
+            format!("one clear line expected: {errs:?}")
+        });
         return;
     }
     let g = h.wait_state("bad", "failed", LONG);
@@ -213,7 +244,10 @@ fn unspawnable_on_restart(break_it: impl FnOnce(&str)) {
     let t = TestDir::new();
     let script = t.write(
         "prog.sh",
-        &format!("#!/bin/sh\necho ran\nwhile [ ! -e {go} ]; do sleep 0.05; done\nexit 1\n", go = t.p("go")),
+        &format!(
+            "#!/bin/sh\necho ran\nwhile [ ! -e {go} ]; do sleep 0.05; done\nexit 1\n",
+            go = t.p("go")
+        ),
     );
     set_mode(std::path::Path::new(&script), 0o755);
     let cfg = format!(
@@ -233,7 +267,9 @@ settle_time = "100ms"
     h.dir.touch("go");
     let p = h.wait_state("p", "failed", LONG);
     h.check(p["pid"].is_null(), || format!("{p}"));
-    h.check(h.count(Stream::Stdout, |l| l == "p | ran") == 1, || "the broken command ran again".into());
+    h.check(h.count(Stream::Stdout, |l| l == "p | ran") == 1, || {
+        "the broken command ran again".into()
+    });
     h.wait_stderr_contains("prog.sh");
     h.assert_no_panic();
     assert_eq!(h.get("/livez").status, 200);
@@ -282,7 +318,14 @@ fn non_root_hivesup_runs_programs_as_itself() {
         sup = supervisor(""),
         cmd = arr(&[fx("envdump.py")]),
     );
-    let mut h = Hivesup::start_with(t, &cfg, Opts { uid: Some(65534), ..Opts::default() });
+    let mut h = Hivesup::start_with(
+        t,
+        &cfg,
+        Opts {
+            uid: Some(65534),
+            ..Opts::default()
+        },
+    );
     h.wait_stdout("p | UID=65534 GID=65534");
     h.wait_state("p", "running", WAIT);
     assert_eq!(h.stop(), 0);
@@ -299,7 +342,14 @@ fn non_root_hivesup_cannot_switch_user_says_why() {
         sup = supervisor(""),
         cmd = arr(&[fx("envdump.py")]),
     );
-    let mut h = Hivesup::start_with(t, &cfg, Opts { uid: Some(65534), ..Opts::default() });
+    let mut h = Hivesup::start_with(
+        t,
+        &cfg,
+        Opts {
+            uid: Some(65534),
+            ..Opts::default()
+        },
+    );
     let line = h.wait_for_line(
         Stream::Stderr,
         |l| l.contains("postgres") && (l.contains("root") || l.to_lowercase().contains("permi")),
@@ -310,16 +360,22 @@ fn non_root_hivesup_cannot_switch_user_says_why() {
     h.assert_no_panic();
     // refused up front (exits 1 or 2) or a failed start (keeps serving): whichever it is
     poll("hivesup to exit or to listen", WAIT, || {
-        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on "))).then_some(())
+        (h.exited().is_some() || h.stderr().iter().any(|l| l.contains("listening on ")))
+            .then_some(())
     });
     match h.exited() {
-        Some(st) => h.check(matches!(st.code(), Some(1 | 2)), || format!("refused with {st}, expected exit 1 or 2")),
+        Some(st) => h.check(matches!(st.code(), Some(1 | 2)), || {
+            format!("refused with {st}, expected exit 1 or 2")
+        }),
         None => {
             h.wait_state("p", "failed", WAIT);
             h.stop();
         }
     }
-    h.check(!h.stdout().iter().any(|l| l.starts_with("p | UID=")), || "the program ran anyway".into());
+    h.check(
+        !h.stdout().iter().any(|l| l.starts_with("p | UID=")),
+        || "the program ran anyway".into(),
+    );
 }
 
 /// `user = NAME` sets that user's supplementary groups (initgroups), as `id -G NAME` lists
@@ -327,9 +383,18 @@ fn non_root_hivesup_cannot_switch_user_says_why() {
 #[test]
 fn user_name_sets_supplementary_groups() {
     require_root("dropping to another user needs root");
-    let (code, want, err) = run(std::process::Command::new("id").args(["-G", "postgres"]), WAIT);
-    assert_eq!(code, 0, "id -G postgres: {err} (the postgres user comes with postgresql-15)");
-    let mut want: Vec<u32> = want.split_whitespace().map(|g| g.parse().unwrap()).collect();
+    let (code, want, err) = run(
+        std::process::Command::new("id").args(["-G", "postgres"]),
+        WAIT,
+    );
+    assert_eq!(
+        code, 0,
+        "id -G postgres: {err} (the postgres user comes with postgresql-15)"
+    );
+    let mut want: Vec<u32> = want
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
     want.sort();
     let t = TestDir::new();
     let cfg = format!(
@@ -340,16 +405,26 @@ fn user_name_sets_supplementary_groups() {
     let mut h = Hivesup::start(t, &cfg);
     let pid = pid_of(&mut h, "p");
     let groups = proc_status_field(pid, "Groups").unwrap_or_default();
-    let mut got: Vec<u32> = groups.split_whitespace().map(|g| g.parse().unwrap()).collect();
+    let mut got: Vec<u32> = groups
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
     got.sort();
-    h.check(got == want, || format!("Groups: {got:?}, `id -G postgres`: {want:?}"));
+    h.check(got == want, || {
+        format!("Groups: {got:?}, `id -G postgres`: {want:?}")
+    });
     let uid = proc_status_field(pid, "Uid").unwrap();
     let want_uid = want_uid();
-    h.check(uid.split_whitespace().all(|x| x == want_uid), || format!("Uid: {uid}, postgres is {want_uid}"));
+    h.check(uid.split_whitespace().all(|x| x == want_uid), || {
+        format!("Uid: {uid}, postgres is {want_uid}")
+    });
     assert_eq!(h.stop(), 0);
 }
 
 fn want_uid() -> String {
-    let (_, out, _) = run(std::process::Command::new("id").args(["-u", "postgres"]), WAIT);
+    let (_, out, _) = run(
+        std::process::Command::new("id").args(["-u", "postgres"]),
+        WAIT,
+    );
     out.trim().to_string()
 }

@@ -36,7 +36,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hivesup");
 
 /// Absolute path of a fixture program in tests/fixtures.
 pub fn fx(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     assert!(p.exists(), "missing fixture {}", p.display());
     p.to_string_lossy().into_owned()
 }
@@ -88,8 +90,12 @@ pub struct TestDir {
 impl TestDir {
     pub fn new() -> TestDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-        let path = std::env::temp_dir().join(format!("hivesup-test-{}-{n}-{nanos}", std::process::id()));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path =
+            std::env::temp_dir().join(format!("hivesup-test-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir(&path).unwrap();
         set_mode(&path, 0o755);
         TestDir { path }
@@ -122,7 +128,13 @@ impl TestDir {
             .unwrap_or_default()
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| l.split_whitespace().last().unwrap().parse::<u128>().unwrap())
+            .map(|l| {
+                l.split_whitespace()
+                    .last()
+                    .unwrap()
+                    .parse::<u128>()
+                    .unwrap()
+            })
             .collect()
     }
     /// The stamp on the line that starts with `prefix` (e.g. "received SIGTERM", "exit").
@@ -281,7 +293,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Res
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -302,14 +317,24 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Res
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Ok(Response { status, headers, body })
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     loop {
-        let Some((size, rest)) = s.split_once("\r\n") else { break };
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            break;
+        };
         let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         if n == 0 || rest.len() < n {
             break;
@@ -337,7 +362,11 @@ struct Lines {
 
 type Shared = Arc<(Mutex<Lines>, Condvar)>;
 
-fn reader(mut r: impl Read + Send + 'static, shared: Shared, gate: Option<Arc<std::sync::atomic::AtomicBool>>) {
+fn reader(
+    mut r: impl Read + Send + 'static,
+    shared: Shared,
+    gate: Option<Arc<std::sync::atomic::AtomicBool>>,
+) {
     thread::spawn(move || {
         // a stalled consumer (like a blocked log driver) until the test opens the gate
         if let Some(g) = gate {
@@ -383,7 +412,13 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { unshare: false, args: None, env: vec![], uid: None, stall_stdout: false }
+        Opts {
+            unshare: false,
+            args: None,
+            env: vec![],
+            uid: None,
+            stall_stdout: false,
+        }
     }
 }
 
@@ -413,14 +448,29 @@ impl Hivesup {
 
     /// Same, as PID 1 of a fresh PID namespace.
     pub fn start_pid1(dir: TestDir, config: &str) -> Hivesup {
-        Self::start_with(dir, config, Opts { unshare: true, ..Opts::default() })
+        Self::start_with(
+            dir,
+            config,
+            Opts {
+                unshare: true,
+                ..Opts::default()
+            },
+        )
     }
 
     /// Init mode: `hivesup -- ARGS...` (no config).
     pub fn init(dir: TestDir, args: &[&str], unshare: bool) -> Hivesup {
         let mut a = vec!["--".to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
-        Self::start_with(dir, "", Opts { unshare, args: Some(a), ..Opts::default() })
+        Self::start_with(
+            dir,
+            "",
+            Opts {
+                unshare,
+                args: Some(a),
+                ..Opts::default()
+            },
+        )
     }
 
     pub fn start_with(dir: TestDir, config: &str, opts: Opts) -> Hivesup {
@@ -445,7 +495,9 @@ impl Hivesup {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.current_dir(dir.path());
         if let Some(u) = opts.uid {
             // std drops supplementary groups itself when root sets a uid
@@ -461,16 +513,26 @@ impl Hivesup {
         }
         let command = format!(
             "{}{} {}",
-            if opts.unshare { "unshare --pid --fork --mount-proc --kill-child " } else { "" },
+            if opts.unshare {
+                "unshare --pid --fork --mount-proc --kill-child "
+            } else {
+                ""
+            },
             BIN,
             args.join(" ")
         );
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("failed to spawn {command}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {command}: {e}"));
         let spawned = child.id() as i32;
         let out: Shared = Arc::default();
         let err: Shared = Arc::default();
         let gate = Arc::new(std::sync::atomic::AtomicBool::new(!opts.stall_stdout));
-        reader(child.stdout.take().unwrap(), out.clone(), Some(gate.clone()));
+        reader(
+            child.stdout.take().unwrap(),
+            out.clone(),
+            Some(gate.clone()),
+        );
         reader(child.stderr.take().unwrap(), err.clone(), None);
         let (tx, exit_rx) = mpsc::channel();
         thread::spawn(move || {
@@ -507,7 +569,11 @@ impl Hivesup {
         loop {
             let path = format!("/proc/{0}/task/{0}/children", self.spawned);
             if let Ok(s) = std::fs::read_to_string(&path) {
-                if let Some(pid) = s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+                if let Some(pid) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+                {
                     // wait until the child has exec'd hivesup (its comm is no longer unshare)
                     if read_proc(pid).is_some_and(|p| p.comm != "unshare") {
                         return pid;
@@ -546,7 +612,11 @@ impl Hivesup {
 
     pub fn signal(&self, sig: i32) {
         if !kill(self.pid, sig) {
-            self.fail(&format!("kill({}, {sig}) failed: {}", self.pid, std::io::Error::last_os_error()));
+            self.fail(&format!(
+                "kill({}, {sig}) failed: {}",
+                self.pid,
+                std::io::Error::last_os_error()
+            ));
         }
     }
 
@@ -570,7 +640,14 @@ impl Hivesup {
             Stream::Stdout => &self.out,
             Stream::Stderr => &self.err,
         };
-        shared.0.lock().unwrap().v.iter().filter(|l| pred(l)).count()
+        shared
+            .0
+            .lock()
+            .unwrap()
+            .v
+            .iter()
+            .filter(|l| pred(l))
+            .count()
     }
 
     /// Waits until at least `n` lines on `s` match `pred`; returns the n-th. Searches the whole
@@ -598,7 +675,9 @@ impl Hivesup {
             if g.eof || now >= deadline {
                 let why = if g.eof { "stream closed" } else { "timed out" };
                 drop(g);
-                self.fail(&format!("{why} after {timeout:?} waiting for {what} on {s:?}"));
+                self.fail(&format!(
+                    "{why} after {timeout:?} waiting for {what} on {s:?}"
+                ));
             }
             g = cv.wait_timeout(g, deadline - now).unwrap().0;
         }
@@ -616,7 +695,12 @@ impl Hivesup {
 
     /// Waits for a stdout line equal to `line`.
     pub fn wait_stdout(&self, line: &str) -> String {
-        self.wait_for_line(Stream::Stdout, |l| l == line, WAIT, &format!("line {line:?}"))
+        self.wait_for_line(
+            Stream::Stdout,
+            |l| l == line,
+            WAIT,
+            &format!("line {line:?}"),
+        )
     }
     /// Waits for `NAME | ready` from each fixture program: they print it only after installing
     /// their signal handlers, so a signal sent after this is echoed, not fatal. (/health 200
@@ -629,10 +713,20 @@ impl Hivesup {
 
     /// Waits for a stdout line containing `part`.
     pub fn wait_stdout_contains(&self, part: &str) -> String {
-        self.wait_for_line(Stream::Stdout, |l| l.contains(part), WAIT, &format!("a line containing {part:?}"))
+        self.wait_for_line(
+            Stream::Stdout,
+            |l| l.contains(part),
+            WAIT,
+            &format!("a line containing {part:?}"),
+        )
     }
     pub fn wait_stderr_contains(&self, part: &str) -> String {
-        self.wait_for_line(Stream::Stderr, |l| l.contains(part), WAIT, &format!("a line containing {part:?}"))
+        self.wait_for_line(
+            Stream::Stderr,
+            |l| l.contains(part),
+            WAIT,
+            &format!("a line containing {part:?}"),
+        )
     }
 
     /// The health address, parsed from `listening on ADDR` on stderr.
@@ -640,15 +734,20 @@ impl Hivesup {
         if let Some(a) = self.addr {
             return a;
         }
-        let line = self.wait_for_line(Stream::Stderr, |l| l.contains("listening on "), WAIT, "`listening on ADDR`");
+        let line = self.wait_for_line(
+            Stream::Stderr,
+            |l| l.contains("listening on "),
+            WAIT,
+            "`listening on ADDR`",
+        );
         let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
         let tok: String = rest
             .chars()
             .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
             .collect();
-        let a: SocketAddr = tok
-            .parse()
-            .unwrap_or_else(|e| self.fail(&format!("cannot parse address {tok:?} in {line:?}: {e}")));
+        let a: SocketAddr = tok.parse().unwrap_or_else(|e| {
+            self.fail(&format!("cannot parse address {tok:?} in {line:?}: {e}"))
+        });
         self.addr = Some(a);
         a
     }
@@ -686,7 +785,10 @@ impl Hivesup {
     }
 
     pub fn state(&mut self, name: &str) -> String {
-        self.program(name)["state"].as_str().unwrap_or("<not a string>").to_string()
+        self.program(name)["state"]
+            .as_str()
+            .unwrap_or("<not a string>")
+            .to_string()
     }
 
     /// Polls /status until `pred(programs.NAME)` holds.
@@ -711,18 +813,24 @@ impl Hivesup {
                 }
             }
             if Instant::now() > deadline {
-                self.fail(&format!("timed out after {timeout:?} waiting for {name}: {what}; last: {last}"));
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {name}: {what}; last: {last}"
+                ));
             }
             if let Ok(st) = self.exit_rx.try_recv() {
                 self.exit = Some(st);
-                self.fail(&format!("hivesup exited ({st}) while waiting for {name}: {what}"));
+                self.fail(&format!(
+                    "hivesup exited ({st}) while waiting for {name}: {what}"
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn wait_state(&mut self, name: &str, state: &str, timeout: Duration) -> serde_json::Value {
-        self.wait_program(name, timeout, &format!("state {state:?}"), |p| p["state"] == state)
+        self.wait_program(name, timeout, &format!("state {state:?}"), |p| {
+            p["state"] == state
+        })
     }
 
     /// Polls `path` until it answers `status`; returns that response.
@@ -737,11 +845,15 @@ impl Hivesup {
                 last = Some(r);
             }
             if Instant::now() > deadline {
-                self.fail(&format!("timed out after {timeout:?} waiting for {path} -> {status}; last: {last:?}"));
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {path} -> {status}; last: {last:?}"
+                ));
             }
             if let Ok(st) = self.exit_rx.try_recv() {
                 self.exit = Some(st);
-                self.fail(&format!("hivesup exited ({st}) while waiting for {path} -> {status}"));
+                self.fail(&format!(
+                    "hivesup exited ({st}) while waiting for {path} -> {status}"
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -831,7 +943,10 @@ impl Hivesup {
             },
         };
         self.drain();
-        panic!("{}--- processes under hivesup at the failure:\n{procs}", self.report(msg, &exit));
+        panic!(
+            "{}--- processes under hivesup at the failure:\n{procs}",
+            self.report(msg, &exit)
+        );
     }
 
     /// hivesup and its descendants with state and signal masks (for failure reports).
@@ -847,7 +962,17 @@ impl Hivesup {
             let _ = writeln!(
                 r,
                 "{} ppid={} pgrp={} sid={} state={} comm={} SigPnd={} ShdPnd={} SigBlk={} SigIgn={} SigCgt={}",
-                p.pid, p.ppid, p.pgrp, p.session, p.state, p.comm, f("SigPnd"), f("ShdPnd"), f("SigBlk"), f("SigIgn"), f("SigCgt")
+                p.pid,
+                p.ppid,
+                p.pgrp,
+                p.session,
+                p.state,
+                p.comm,
+                f("SigPnd"),
+                f("ShdPnd"),
+                f("SigBlk"),
+                f("SigIgn"),
+                f("SigCgt")
             );
         }
         if ps.len() > 30 {
@@ -864,7 +989,12 @@ impl Hivesup {
         let _ = writeln!(r, "--- config ({}):\n{}", self.config_path, self.config);
         for (name, lines) in [("stdout", self.stdout()), ("stderr", self.stderr())] {
             let skip = lines.len().saturating_sub(150);
-            let _ = writeln!(r, "--- {name} ({} lines{}):", lines.len(), if skip > 0 { ", last 150" } else { "" });
+            let _ = writeln!(
+                r,
+                "--- {name} ({} lines{}):",
+                lines.len(),
+                if skip > 0 { ", last 150" } else { "" }
+            );
             for l in &lines[skip..] {
                 let _ = writeln!(r, "{l}");
             }
@@ -882,7 +1012,12 @@ impl Hivesup {
     /// Checks that `pred` holds every time it is polled during `window`. For negative
     /// assertions ("X does not happen"), which no event can confirm; the window is only an
     /// observation period, never synchronisation.
-    pub fn holds_for(&mut self, window: Duration, what: &str, mut pred: impl FnMut(&mut Hivesup) -> bool) {
+    pub fn holds_for(
+        &mut self,
+        window: Duration,
+        what: &str,
+        mut pred: impl FnMut(&mut Hivesup) -> bool,
+    ) {
         let end = Instant::now() + window;
         while Instant::now() < end {
             if !pred(self) {
@@ -895,7 +1030,10 @@ impl Hivesup {
     /// Panics with the report if hivesup wrote a Rust panic or backtrace.
     pub fn assert_no_panic(&self) {
         let all: Vec<String> = self.stderr().into_iter().chain(self.stdout()).collect();
-        if let Some(l) = all.iter().find(|l| l.contains("panicked at") || l.contains("stack backtrace")) {
+        if let Some(l) = all
+            .iter()
+            .find(|l| l.contains("panicked at") || l.contains("stack backtrace"))
+        {
             self.fail(&format!("hivesup panicked: {l}"));
         }
     }
@@ -914,7 +1052,9 @@ impl Drop for Hivesup {
 /// deadline; returns (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command, timeout: Duration) -> (i32, String, String) {
     let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let pid = child.id() as i32;
     let mut so = child.stdout.take().unwrap();
@@ -937,7 +1077,9 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> (i32, String, String) {
         Ok(Ok(st)) => {
             let out = t1.join().unwrap();
             let err = t2.join().unwrap();
-            let code = st.code().unwrap_or_else(|| panic!("{desc} died by signal {st}\nstdout:\n{out}\nstderr:\n{err}"));
+            let code = st.code().unwrap_or_else(|| {
+                panic!("{desc} died by signal {st}\nstdout:\n{out}\nstderr:\n{err}")
+            });
             (code, out, err)
         }
         _ => {
@@ -949,7 +1091,10 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> (i32, String, String) {
 
 /// `hivesup ARGS...` to completion.
 pub fn hivesup(args: &[&str]) -> (i32, String, String) {
-    run(Command::new(BIN).args(args).env_remove("HIVESUP_CONFIG"), WAIT)
+    run(
+        Command::new(BIN).args(args).env_remove("HIVESUP_CONFIG"),
+        WAIT,
+    )
 }
 
 pub fn is_root() -> bool {
@@ -959,5 +1104,8 @@ pub fn is_root() -> bool {
 
 /// Fails (never skips) when a test needs root.
 pub fn require_root(why: &str) {
-    assert!(is_root(), "this test must run as root ({why}); it does not skip");
+    assert!(
+        is_root(),
+        "this test must run as root ({why}); it does not skip"
+    );
 }

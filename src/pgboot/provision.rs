@@ -279,6 +279,10 @@ fn classify(path: PathBuf) -> Script {
     }
 }
 
+/// The scripts' session user is the superuser (peer auth, no password), but they act as
+/// the application role, as in the official image where POSTGRES_USER runs them: what they
+/// create belongs to the application. A script that needs superuser rights (an untrusted
+/// extension, CREATE ROLE) starts with `RESET ROLE`.
 async fn run_scripts(
     args: &ProvisionArgs,
     creds: &Credentials,
@@ -294,6 +298,13 @@ async fn run_scripts(
                 })?;
                 // A fresh session per script, so one script's SETs do not leak into the next.
                 let client = connect(args, &account.name, &creds.db, Duration::ZERO).await?;
+                client
+                    .batch_execute(&format!("SET ROLE {}", quote_ident(&creds.user)))
+                    .await
+                    .map_err(|e| Error::SqlScript {
+                        path: path.clone(),
+                        source: PgError(e),
+                    })?;
                 client
                     .batch_execute(&text)
                     .await
@@ -321,7 +332,11 @@ async fn run_scripts(
                     .env("PGDATABASE", &creds.db)
                     .env("PGDATA", &args.common.pgdata)
                     .env("POSTGRES_USER", &creds.user)
-                    .env("POSTGRES_DB", &creds.db);
+                    .env("POSTGRES_DB", &creds.db)
+                    .env(
+                        "PGOPTIONS",
+                        format!("-c role={}", pgoptions_escape(&creds.user)),
+                    );
                 // A blocking wait is fine: nothing else runs on this runtime meanwhile.
                 super::process::run(&mut cmd)?;
             }
@@ -333,8 +348,20 @@ async fn run_scripts(
     Ok(())
 }
 
+/// A value inside PGOPTIONS: spaces and backslashes are escaped with a backslash (libpq's
+/// `-c name=value` splitting, see "PGOPTIONS" in the libpq docs).
+fn pgoptions_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(' ', "\\ ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pgoptions_values_escape_spaces_and_backslashes() {
+        assert_eq!(super::pgoptions_escape("agent"), "agent");
+        assert_eq!(super::pgoptions_escape(r"my app\x"), r"my\ app\\x");
+    }
+
     use super::*;
 
     #[test]

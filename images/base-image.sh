@@ -81,6 +81,15 @@ echo 'APT::Install-Recommends "false";' >"$rootfs/etc/apt/apt.conf.d/docker-no-r
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/var/log/*.log
 
+# Trust what this machine trusts: a site's TLS-inspecting proxy CA in
+# /usr/local/share/ca-certificates would otherwise make cargo's crates.io download fail
+# inside the builder stage. `apt-get install ca-certificates` there picks these up.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$rootfs/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+  echo "base-image: added the host's local CA certificates"
+fi
+
 echo "base-image: importing as $image"
 tar -C "$rootfs" --numeric-owner -c . | docker import \
   --change 'CMD ["bash"]' \

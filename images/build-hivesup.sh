@@ -11,13 +11,15 @@ toolchain)
   rm -rf /var/lib/apt/lists/*
   ;;
 deps)
-  # Build every dependency against placeholder sources. If the manifest names targets
-  # the placeholders cannot satisfy, skip the warm-up: the `app` phase builds for real
-  # and reports any error.
+  # Download and build every dependency against placeholder sources, so this layer is
+  # reused until Cargo.toml or Cargo.lock change. If the placeholders cannot satisfy the
+  # manifest (say it names extra targets), skip the warm-up: the `app` phase builds for
+  # real and reports any error, network errors included.
   mkdir -p src
   echo 'fn main() {}' >src/main.rs
   : >src/lib.rs
-  cargo build --release --locked || echo "build-hivesup: dependency warm-up skipped"
+  { cargo fetch --locked && cargo build --release --locked; } ||
+    echo "build-hivesup: dependency warm-up skipped, see the app phase"
   rm -rf src
   ;;
 app)

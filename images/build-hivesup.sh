@@ -3,6 +3,7 @@
 # its own RUN so Docker caches them separately: the toolchain, the dependencies (rebuilt
 # only when Cargo.toml/Cargo.lock change), then hivesup itself.
 set -eu
+export DEBIAN_FRONTEND=noninteractive
 
 case "${1:?usage: build-hivesup.sh toolchain|deps|app}" in
 toolchain)

@@ -3,6 +3,7 @@
 # pgvector and the reference API's Python packages, all from Debian, plus the accounts
 # and directories hivesup's config expects.
 set -eu
+export DEBIAN_FRONTEND=noninteractive
 
 # Fixed ids (as the official postgres image uses 999) so volume ownership survives
 # image rebuilds. Created before the packages, which then reuse them.

@@ -1,0 +1,115 @@
+//! Config errors with a position: rendered as `FILE:LINE:COL: message`, line and column
+//! 1-based, so editors and CI annotations jump straight to the offending byte.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One problem found in a config file, located by byte offset into the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn at(span: &Range<usize>, message: impl Into<String>) -> Self {
+        Problem {
+            offset: span.start,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem of one file, in file order, ready to print one per line.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub lines: Vec<String>,
+}
+
+impl ConfigErrors {
+    pub fn render(path: &Path, text: &str, mut problems: Vec<Problem>) -> Self {
+        problems.sort_by_key(|p| p.offset);
+        problems.dedup();
+        let lines = problems
+            .iter()
+            .map(|p| {
+                let (line, col) = line_col(text, p.offset);
+                format!("{}:{line}:{col}: {}", path.display(), p.message)
+            })
+            .collect();
+        ConfigErrors { lines }
+    }
+
+    /// An error that concerns the file as a whole (it cannot be read, say).
+    pub fn whole_file(path: &Path, message: impl fmt::Display) -> Self {
+        ConfigErrors {
+            lines: vec![format!("{}: {message}", path.display())],
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = text[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Error for a config file that could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("failed to read config {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_is_one_based_and_counts_chars() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 4), (1, 5));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // 'é' is two bytes: the '=' after it is the 4th character of line 2.
+        assert_eq!(line_col(text, 10), (2, 4));
+        assert_eq!(line_col(text, 1000), (3, 1));
+    }
+
+    #[test]
+    fn problems_render_in_file_order() {
+        let text = "x\ny\nz\n";
+        let errs = ConfigErrors::render(
+            Path::new("f.toml"),
+            text,
+            vec![Problem::at(&(4..5), "third"), Problem::at(&(0..1), "first")],
+        );
+        assert_eq!(errs.lines, ["f.toml:1:1: first", "f.toml:3:1: third"]);
+    }
+}

@@ -1,0 +1,231 @@
+//! Configuration: TOML text -> [`Config`], with every problem located and reported.
+//!
+//! `raw.rs` parses the spanned document and offers typed accessors, `validate.rs` walks it
+//! into these types, `error.rs` renders problems as `FILE:LINE:COL: message`.
+
+pub mod duration;
+pub mod error;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+pub use error::{ConfigErrors, LoadError};
+
+/// Where the config lives when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/hivesup/hivesup.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub supervisor: SupervisorConfig,
+    /// In file order.
+    pub programs: Vec<ProgramConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// `None` when `health_addr = ""`.
+    pub health_addr: Option<SocketAddr>,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            health_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            // docker stop sends SIGKILL after 10 s: leave a second for our own exit.
+            shutdown_timeout: Duration::from_secs(9),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Daemon,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// What `command` says to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    /// Executed directly, with a PATH lookup for the first element.
+    Argv(Vec<String>),
+    /// Run with `/bin/sh -c`.
+    Shell(String),
+}
+
+impl CommandSpec {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandSpec::Argv(v) => v.clone(),
+            CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+/// `user = "name" | "uid" | "uid:gid"`; resolved to ids only at spawn time, because the
+/// account database of the machine that runs `check` may differ from the one that runs us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSpec {
+    Name(String),
+    Uid(u32),
+    UidGid(u32, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Tcp(String),
+    Unix(PathBuf),
+    Http(HttpTarget),
+    Exec(Vec<String>),
+    /// A libpq-style connection string; never logged (it may hold a password).
+    Postgres(String),
+}
+
+impl Probe {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Tcp(_) => "tcp",
+            Probe::Unix(_) => "unix",
+            Probe::Http(_) => "http",
+            Probe::Exec(_) => "exec",
+            Probe::Postgres(_) => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyCheck {
+    Probe(Probe),
+    /// sd_notify: the program sends READY=1 to $NOTIFY_SOCKET.
+    Notify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyConfig {
+    pub check: ReadyCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramConfig {
+    pub name: String,
+    pub command: CommandSpec,
+    pub priority: u32,
+    pub kind: Kind,
+    pub user: Option<UserSpec>,
+    pub directory: Option<PathBuf>,
+    pub environment: Vec<(String, String)>,
+    pub restart: Restart,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub forward_signals: Vec<Signal>,
+    pub critical: bool,
+    pub settle_time: Duration,
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+    pub backoff_reset: Duration,
+    pub start_retries: u32,
+    pub ready: Option<ReadyConfig>,
+    pub health: Option<HealthConfig>,
+}
+
+impl ProgramConfig {
+    /// A program with every default, for tests and for init mode.
+    pub fn new(name: &str, command: CommandSpec) -> Self {
+        ProgramConfig {
+            name: name.into(),
+            command,
+            priority: 100,
+            kind: Kind::Daemon,
+            user: None,
+            directory: None,
+            environment: Vec::new(),
+            restart: Restart::OnFailure,
+            stop_signal: Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(5),
+            forward_signals: Vec::new(),
+            critical: false,
+            settle_time: Duration::from_secs(1),
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(30),
+            backoff_reset: Duration::from_secs(60),
+            start_retries: 5,
+            ready: None,
+            health: None,
+        }
+    }
+}
+
+/// The config path from `--config`, else `$HIVESUP_CONFIG`, else [`DEFAULT_PATH`].
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("HIVESUP_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+        LoadError::Invalid(ConfigErrors::render(
+            path,
+            &text,
+            vec![error::Problem {
+                offset,
+                message: "the file is not valid UTF-8".into(),
+            }],
+        ))
+    })?;
+    parse(path, &text).map_err(LoadError::Invalid)
+}
+
+/// Validates config text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    validate::validate(path, text)
+}

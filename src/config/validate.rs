@@ -1,0 +1,754 @@
+//! Walks the spanned document into a typed [`Config`], recording every problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use super::error::ConfigErrors;
+use super::raw::{self, Value, Walker, describe};
+use super::*;
+use crate::signals;
+
+const SUPERVISOR_KEYS: &[&str] = &["health_addr", "shutdown_timeout", "log_format"];
+const PROGRAM_KEYS: &[&str] = &[
+    "command",
+    "priority",
+    "kind",
+    "user",
+    "directory",
+    "environment",
+    "restart",
+    "stop_signal",
+    "stop_timeout",
+    "forward_signals",
+    "critical",
+    "settle_time",
+    "restart_backoff",
+    "restart_backoff_max",
+    "backoff_reset",
+    "start_retries",
+    "ready",
+    "health",
+];
+const PROBE_KEYS: &[&str] = &["tcp", "unix", "http", "exec", "postgres"];
+const READY_KEYS: &[&str] = &[
+    "tcp", "unix", "http", "exec", "postgres", "notify", "timeout", "interval",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "tcp", "unix", "http", "exec", "postgres", "interval", "timeout", "failures",
+];
+/// The signals hivesup catches to forward; TERM, INT and QUIT are its own stop signals.
+pub const FORWARDABLE: &[Signal] = &[Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2];
+
+pub fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let doc = match raw::parse(text) {
+        Ok(doc) => doc,
+        Err(problems) => return Err(ConfigErrors::render(path, text, problems)),
+    };
+    let mut w = Walker::default();
+    w.check_keys("top level", doc.get_ref(), &["supervisor", "programs"]);
+
+    let mut supervisor = SupervisorConfig::default();
+    if let Some(v) = get(doc.get_ref(), "supervisor") {
+        if let Some(t) = w.table("supervisor", v) {
+            supervisor = supervisor_config(&mut w, t);
+        }
+    }
+
+    let mut programs = Vec::new();
+    match get(doc.get_ref(), "programs") {
+        None => w.problem(
+            &(0..0),
+            "no programs: add at least one [programs.NAME] table",
+        ),
+        Some(v) => {
+            if let Some(t) = w.table("programs", v) {
+                if t.is_empty() {
+                    w.problem(
+                        &v.span(),
+                        "programs: no programs: add at least one [programs.NAME] table",
+                    );
+                }
+                for (name, value) in t.iter() {
+                    let name_str: &str = name.get_ref();
+                    let dotted = format!("programs.{name_str}");
+                    if !valid_name(name_str) {
+                        w.problem(
+                            &name.span(),
+                            format!(
+                                "{dotted}: a program name may contain only letters, digits, '-', '_' and '.', found \"{name_str}\""
+                            ),
+                        );
+                    }
+                    if let Some(pt) = w.table(&dotted, value) {
+                        if let Some(p) = program_config(&mut w, &dotted, name_str, value, pt) {
+                            programs.push((value.span().start, p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if !w.problems.is_empty() {
+        return Err(ConfigErrors::render(path, text, w.problems));
+    }
+    programs.sort_by_key(|(offset, _)| *offset);
+    Ok(Config {
+        path: path.to_path_buf(),
+        supervisor,
+        programs: programs.into_iter().map(|(_, p)| p).collect(),
+    })
+}
+
+fn get<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a Value<'i>> {
+    t.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn supervisor_config(w: &mut Walker, t: &DeTable<'_>) -> SupervisorConfig {
+    w.check_keys("supervisor", t, SUPERVISOR_KEYS);
+    let mut s = SupervisorConfig::default();
+    if let Some(v) = get(t, "health_addr") {
+        if let Some(text) = w.string("supervisor.health_addr", v) {
+            if text.is_empty() {
+                s.health_addr = None;
+            } else {
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => s.health_addr = Some(a),
+                    Err(_) => w.problem(
+                        &v.span(),
+                        format!(
+                            "supervisor.health_addr: expected IP:PORT like \"0.0.0.0:8080\" (or \"\" to disable), found \"{text}\""
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(v) = get(t, "shutdown_timeout") {
+        if let Some(d) = w.duration("supervisor.shutdown_timeout", v) {
+            s.shutdown_timeout = d;
+        }
+    }
+    if let Some(v) = get(t, "log_format") {
+        if let Some(text) = w.string("supervisor.log_format", v) {
+            match text.as_str() {
+                "text" => s.log_format = LogFormat::Text,
+                "json" => s.log_format = LogFormat::Json,
+                _ => w.problem(
+                    &v.span(),
+                    format!(
+                        "supervisor.log_format: expected \"text\" or \"json\", found \"{text}\""
+                    ),
+                ),
+            }
+        }
+    }
+    s
+}
+
+fn program_config(
+    w: &mut Walker,
+    dotted: &str,
+    name: &str,
+    whole: &Value<'_>,
+    t: &DeTable<'_>,
+) -> Option<ProgramConfig> {
+    w.check_keys(dotted, t, PROGRAM_KEYS);
+    let before = w.problems.len();
+    let key = |k: &str| format!("{dotted}.{k}");
+
+    let command = match get(t, "command") {
+        None => {
+            w.problem(&whole.span(), format!("{dotted}: missing key \"command\""));
+            None
+        }
+        Some(v) => command(w, &key("command"), v),
+    };
+    let mut p = ProgramConfig::new(name, command.unwrap_or(CommandSpec::Argv(vec![])));
+
+    if let Some(v) = get(t, "priority") {
+        if let Some(n) = w.integer(&key("priority"), v, 0, i32::MAX as i64) {
+            p.priority = n as u32;
+        }
+    }
+    if let Some(v) = get(t, "kind") {
+        match w.string(&key("kind"), v).as_deref() {
+            Some("daemon") => p.kind = Kind::Daemon,
+            Some("oneshot") => p.kind = Kind::Oneshot,
+            Some(other) => w.problem(
+                &v.span(),
+                format!(
+                    "{}: expected \"daemon\" or \"oneshot\", found \"{other}\"",
+                    key("kind")
+                ),
+            ),
+            None => {}
+        }
+    }
+    if let Some(v) = get(t, "user") {
+        p.user = user(w, &key("user"), v);
+    }
+    if let Some(v) = get(t, "directory") {
+        if let Some(d) = w.string(&key("directory"), v) {
+            if d.is_empty() {
+                w.problem(
+                    &v.span(),
+                    format!(
+                        "{}: expected a directory path, found an empty string",
+                        key("directory")
+                    ),
+                );
+            } else {
+                p.directory = Some(PathBuf::from(d));
+            }
+        }
+    }
+    if let Some(v) = get(t, "environment") {
+        if let Some(env) = w.table(&key("environment"), v) {
+            for (k, val) in env.iter() {
+                let name: &str = k.get_ref();
+                let path = format!("{}.{name}", key("environment"));
+                if name.is_empty() || name.contains('=') || name.contains('\0') {
+                    w.problem(
+                        &k.span(),
+                        format!("{path}: not a valid environment variable name"),
+                    );
+                    continue;
+                }
+                match val.get_ref() {
+                    DeValue::String(s) if s.contains('\0') => w.problem(
+                        &val.span(),
+                        format!("{path}: a value cannot contain a NUL byte"),
+                    ),
+                    DeValue::String(s) => p.environment.push((name.to_string(), s.to_string())),
+                    other => w.problem(
+                        &val.span(),
+                        format!(
+                            "{path}: expected a string (quote numbers and booleans), found {}",
+                            describe(other)
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(v) = get(t, "restart") {
+        match w.string(&key("restart"), v).as_deref() {
+            Some("always") => p.restart = Restart::Always,
+            Some("on-failure") => p.restart = Restart::OnFailure,
+            Some("never") => p.restart = Restart::Never,
+            Some(other) => w.problem(
+                &v.span(),
+                format!(
+                    "{}: expected \"always\", \"on-failure\" or \"never\", found \"{other}\"",
+                    key("restart")
+                ),
+            ),
+            None => {}
+        }
+    }
+    if let Some(v) = get(t, "stop_signal") {
+        if let Some(s) = signal(w, &key("stop_signal"), v) {
+            p.stop_signal = s;
+        }
+    }
+    if let Some(v) = get(t, "forward_signals") {
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{}[{i}]", key("forward_signals"));
+                    if let Some(s) = signal(w, &path, item) {
+                        if FORWARDABLE.contains(&s) {
+                            p.forward_signals.push(s);
+                        } else {
+                            w.problem(
+                                &item.span(),
+                                format!(
+                                    "{path}: hivesup forwards only SIGHUP, SIGUSR1 and SIGUSR2 (SIGTERM, SIGINT and SIGQUIT stop everything), found {}",
+                                    s.as_str()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            other => w.problem(
+                &v.span(),
+                format!(
+                    "{}: expected an array of signal names, found {}",
+                    key("forward_signals"),
+                    describe(other)
+                ),
+            ),
+        }
+    }
+    if let Some(v) = get(t, "critical") {
+        if let Some(b) = w.bool(&key("critical"), v) {
+            p.critical = b;
+        }
+    }
+    for (name, slot) in [
+        ("stop_timeout", &mut p.stop_timeout),
+        ("settle_time", &mut p.settle_time),
+        ("restart_backoff", &mut p.restart_backoff),
+        ("restart_backoff_max", &mut p.restart_backoff_max),
+        ("backoff_reset", &mut p.backoff_reset),
+    ] {
+        if let Some(v) = get(t, name) {
+            if let Some(d) = w.duration(&key(name), v) {
+                *slot = d;
+            }
+        }
+    }
+    if let Some(v) = get(t, "start_retries") {
+        if let Some(n) = w.integer(&key("start_retries"), v, 1, 1_000_000) {
+            p.start_retries = n as u32;
+        }
+    }
+    if let Some(v) = get(t, "ready") {
+        if let Some(rt) = w.table(&key("ready"), v) {
+            p.ready = ready(w, &key("ready"), v, rt);
+        }
+    }
+    if let Some(v) = get(t, "health") {
+        if let Some(ht) = w.table(&key("health"), v) {
+            p.health = health(w, &key("health"), v, ht);
+        }
+    }
+    if p.kind == Kind::Oneshot && p.ready.is_some() {
+        if let Some(v) = get(t, "ready") {
+            w.problem(
+                &v.span(),
+                format!(
+                    "{}: a oneshot is ready when it exits 0; remove [{}] or use kind = \"daemon\"",
+                    key("ready"),
+                    key("ready")
+                ),
+            );
+        }
+    }
+    if p.kind == Kind::Oneshot && p.health.is_some() {
+        if let Some(v) = get(t, "health") {
+            w.problem(
+                &v.span(),
+                format!(
+                    "{}: a oneshot does not run long enough to be health-checked",
+                    key("health")
+                ),
+            );
+        }
+    }
+    (w.problems.len() == before).then_some(p)
+}
+
+fn command(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<CommandSpec> {
+    match v.get_ref() {
+        DeValue::String(s) if s.trim().is_empty() => {
+            w.problem(
+                &v.span(),
+                format!("{path}: expected a command, found an empty string"),
+            );
+            None
+        }
+        DeValue::String(s) => Some(CommandSpec::Shell(s.to_string())),
+        DeValue::Array(items) if items.is_empty() => {
+            w.problem(
+                &v.span(),
+                format!("{path}: expected a program and its arguments, found an empty array"),
+            );
+            None
+        }
+        DeValue::Array(_) => {
+            let list = w.string_list(path, v)?;
+            if list[0].get_ref().is_empty() {
+                w.problem(
+                    &list[0].span(),
+                    format!("{path}[0]: the program name is empty"),
+                );
+                return None;
+            }
+            if let Some(bad) = list.iter().find(|s| s.get_ref().contains('\0')) {
+                w.problem(
+                    &bad.span(),
+                    format!("{path}: an argument cannot contain a NUL byte"),
+                );
+                return None;
+            }
+            Some(CommandSpec::Argv(
+                list.into_iter().map(|s| s.into_inner()).collect(),
+            ))
+        }
+        other => {
+            w.problem(
+                &v.span(),
+                format!("{path}: expected an array like [\"prog\", \"arg\"] or a shell string, found {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+fn user(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<UserSpec> {
+    let text = match v.get_ref() {
+        DeValue::Integer(_) => {
+            return w
+                .integer(path, v, 0, u32::MAX as i64)
+                .map(|n| UserSpec::Uid(n as u32));
+        }
+        _ => w.string(path, v)?,
+    };
+    let bad = |w: &mut Walker| {
+        w.problem(
+            &v.span(),
+            format!("{path}: expected a user name, a uid, or \"uid:gid\", found \"{text}\""),
+        );
+        None
+    };
+    if text.is_empty() {
+        return bad(w);
+    }
+    if let Some((u, g)) = text.split_once(':') {
+        return match (u.parse::<u32>(), g.parse::<u32>()) {
+            (Ok(u), Ok(g)) => Some(UserSpec::UidGid(u, g)),
+            _ => bad(w),
+        };
+    }
+    if let Ok(uid) = text.parse::<u32>() {
+        return Some(UserSpec::Uid(uid));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c == '\0')
+    {
+        return bad(w);
+    }
+    Some(UserSpec::Name(text))
+}
+
+fn signal(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<Signal> {
+    let text = match v.get_ref() {
+        DeValue::Integer(i) => i.to_string(),
+        DeValue::String(s) => s.to_string(),
+        other => {
+            w.problem(
+                &v.span(),
+                format!(
+                    "{path}: expected a signal name like \"SIGTERM\", found {}",
+                    describe(other)
+                ),
+            );
+            return None;
+        }
+    };
+    match signals::parse_signal(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            w.problem(&v.span(), format!("{path}: {e}"));
+            None
+        }
+    }
+}
+
+/// Finds the one probe key of a ready/health table; reports none or several.
+fn probe(
+    w: &mut Walker,
+    path: &str,
+    whole: &Value<'_>,
+    t: &DeTable<'_>,
+    allow_notify: bool,
+) -> Option<Option<Probe>> {
+    let kinds: Vec<&str> = if allow_notify {
+        vec!["tcp", "unix", "http", "exec", "postgres", "notify"]
+    } else {
+        PROBE_KEYS.to_vec()
+    };
+    let present: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| get(t, k).is_some())
+        .collect();
+    if present.len() != 1 {
+        let found = match present.len() {
+            0 => "none".to_string(),
+            _ => {
+                let (last, rest) = present.split_last().expect("len > 1");
+                format!("{} and {last}", rest.join(", "))
+            }
+        };
+        w.problem(
+            &whole.span(),
+            format!(
+                "{path}: needs exactly one probe ({}), found {found}",
+                kinds.join(", ")
+            ),
+        );
+        return None;
+    }
+    let kind = present[0];
+    let v = get(t, kind).expect("present");
+    let kpath = format!("{path}.{kind}");
+    let probe = match kind {
+        "notify" => {
+            return match w.bool(&kpath, v) {
+                Some(true) => Some(None),
+                Some(false) => {
+                    w.problem(
+                        &v.span(),
+                        format!(
+                            "{kpath}: only `notify = true` makes sense; remove the key instead"
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            };
+        }
+        "tcp" => {
+            let s = w.string(&kpath, v)?;
+            match s.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Probe::Tcp(s)
+                }
+                _ => {
+                    w.problem(
+                        &v.span(),
+                        format!(
+                            "{kpath}: expected HOST:PORT like \"127.0.0.1:5432\", found \"{s}\""
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        "unix" => {
+            let s = w.string(&kpath, v)?;
+            if s.is_empty() {
+                w.problem(
+                    &v.span(),
+                    format!("{kpath}: expected a socket path, found an empty string"),
+                );
+                return None;
+            }
+            Probe::Unix(PathBuf::from(s))
+        }
+        "http" => {
+            let s = w.string(&kpath, v)?;
+            match parse_http_url(&s) {
+                Ok(t) => Probe::Http(t),
+                Err(e) => {
+                    w.problem(&v.span(), format!("{kpath}: {e}"));
+                    return None;
+                }
+            }
+        }
+        "exec" => {
+            let list = match v.get_ref() {
+                DeValue::Array(a) if a.is_empty() => {
+                    w.problem(
+                        &v.span(),
+                        format!("{kpath}: expected a command, found an empty array"),
+                    );
+                    return None;
+                }
+                _ => w.string_list(&kpath, v)?,
+            };
+            Probe::Exec(list.into_iter().map(|s| s.into_inner()).collect())
+        }
+        "postgres" => {
+            let s = w.string(&kpath, v)?;
+            if let Err(e) = s.parse::<tokio_postgres::Config>() {
+                // The error names the bad part; it does not echo the string (which may hold a password).
+                w.problem(
+                    &v.span(),
+                    format!("{kpath}: not a valid connection string: {e}"),
+                );
+                return None;
+            }
+            Probe::Postgres(s)
+        }
+        _ => unreachable!("kinds are listed above"),
+    };
+    Some(Some(probe))
+}
+
+fn ready(w: &mut Walker, path: &str, whole: &Value<'_>, t: &DeTable<'_>) -> Option<ReadyConfig> {
+    w.check_keys(path, t, READY_KEYS);
+    let probe = probe(w, path, whole, t, true)?;
+    let mut r = ReadyConfig {
+        check: match probe {
+            Some(p) => ReadyCheck::Probe(p),
+            None => ReadyCheck::Notify,
+        },
+        timeout: Duration::from_secs(60),
+        interval: Duration::from_millis(100),
+    };
+    if let Some(v) = get(t, "timeout") {
+        r.timeout = positive(w, &format!("{path}.timeout"), v)?;
+    }
+    if let Some(v) = get(t, "interval") {
+        r.interval = positive(w, &format!("{path}.interval"), v)?;
+    }
+    Some(r)
+}
+
+fn health(w: &mut Walker, path: &str, whole: &Value<'_>, t: &DeTable<'_>) -> Option<HealthConfig> {
+    w.check_keys(path, t, HEALTH_KEYS);
+    let probe = probe(w, path, whole, t, false)??;
+    let mut h = HealthConfig {
+        probe,
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(3),
+        failures: 3,
+    };
+    if let Some(v) = get(t, "interval") {
+        h.interval = positive(w, &format!("{path}.interval"), v)?;
+    }
+    if let Some(v) = get(t, "timeout") {
+        h.timeout = positive(w, &format!("{path}.timeout"), v)?;
+    }
+    if let Some(v) = get(t, "failures") {
+        h.failures = w.integer(&format!("{path}.failures"), v, 1, 1_000_000)? as u32;
+    }
+    Some(h)
+}
+
+fn positive(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<Duration> {
+    let d = w.duration(path, v)?;
+    if d.is_zero() {
+        w.problem(&v.span(), format!("{path}: must be longer than 0s"));
+        return None;
+    }
+    Some(d)
+}
+
+/// `http://host[:port]/path`; plain HTTP only (probes talk to loopback).
+pub fn parse_http_url(s: &str) -> Result<HttpTarget, String> {
+    let bad = || format!("expected a URL like \"http://127.0.0.1:8000/health\", found \"{s}\"");
+    let rest = if let Some(r) = s.strip_prefix("http://") {
+        r
+    } else if s.starts_with("https://") {
+        return Err(format!(
+            "https is not supported for probes (they talk to the program directly), found \"{s}\""
+        ));
+    } else {
+        return Err(bad());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+        let (h, after) = stripped.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+            None if after.is_empty() => 80,
+            None => return Err(bad()),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
+            None => (authority.to_string(), 80),
+        }
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(HttpTarget {
+        host,
+        port,
+        path: path.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match validate(Path::new("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.lines,
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = validate(Path::new("t.toml"), "[programs.a]\ncommand = [\"true\"]\n").unwrap();
+        assert_eq!(c.programs.len(), 1);
+        let p = &c.programs[0];
+        assert_eq!(p.priority, 100);
+        assert_eq!(p.restart, Restart::OnFailure);
+        assert_eq!(p.stop_signal, Signal::SIGTERM);
+        assert_eq!(p.stop_timeout, Duration::from_secs(5));
+        assert_eq!(c.supervisor.shutdown_timeout, Duration::from_secs(9));
+        assert_eq!(
+            c.supervisor.health_addr,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_in_file_order() {
+        let text = "[supervisor]\nshutdown_timeout = \"30\"\n\n[programs.web]\ncomand = [\"x\"]\nrestart = \"sometimes\"\n";
+        assert_eq!(
+            errors(text),
+            [
+                "t.toml:2:20: supervisor.shutdown_timeout: \"30\" has no unit, write \"30s\"",
+                "t.toml:4:1: programs.web: missing key \"command\"",
+                "t.toml:5:1: programs.web: unknown key \"comand\" (did you mean \"command\"?)",
+                "t.toml:6:11: programs.web.restart: expected \"always\", \"on-failure\" or \"never\", found \"sometimes\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn probes_need_exactly_one_kind() {
+        let text = "[programs.db]\ncommand = \"x\"\n[programs.db.ready]\ntcp = \"127.0.0.1:1\"\nunix = \"/s\"\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].ends_with("programs.db.ready: needs exactly one probe (tcp, unix, http, exec, postgres, notify), found tcp and unix"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn http_urls() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:8000/health").unwrap(),
+            HttpTarget {
+                host: "127.0.0.1".into(),
+                port: 8000,
+                path: "/health".into()
+            }
+        );
+        assert_eq!(parse_http_url("http://[::1]/").unwrap().host, "::1");
+        assert_eq!(parse_http_url("http://localhost").unwrap().path, "/");
+        assert!(parse_http_url("https://x/").is_err());
+        assert!(parse_http_url("127.0.0.1:80").is_err());
+        assert!(parse_http_url("http://h:notaport/").is_err());
+    }
+
+    #[test]
+    fn users() {
+        let c = validate(
+            Path::new("t"),
+            "[programs.a]\ncommand = \"x\"\nuser = \"1000:100\"\n[programs.b]\ncommand = \"x\"\nuser = 7\n[programs.c]\ncommand = \"x\"\nuser = \"nobody\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.programs[0].user, Some(UserSpec::UidGid(1000, 100)));
+        assert_eq!(c.programs[1].user, Some(UserSpec::Uid(7)));
+        assert_eq!(c.programs[2].user, Some(UserSpec::Name("nobody".into())));
+    }
+}

@@ -1,0 +1,761 @@
+//! The supervisor: the one owner of program state.
+//!
+//! An actor: it `select!`s on its mailbox (child exits, probe results, signals), on an
+//! external shutdown future and on its next deadline, handles one event, lets
+//! [`program::step`] decide, carries out the resulting actions, and publishes a snapshot.
+//! No polling tick drives it. Programs start by priority groups (lower first); a group
+//! starts only when every lower one is ready, and shutdown stops groups in reverse order,
+//! each after the previous one has fully exited.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::sleep_until;
+
+use crate::config::{Config, ProgramConfig, ReadyCheck};
+use crate::output::{Output, Stream};
+use crate::probe::{self, NotifySocket};
+use crate::procs;
+use crate::program::{self, Action, Event, Program, State};
+use crate::reaper::{Exit, Reaper};
+use crate::signals;
+use crate::snapshot::{self, Overall, ProgramSnapshot, Snapshot};
+use crate::spawn::{self, SpawnSpec};
+
+/// Messages into the supervisor's mailbox.
+#[derive(Debug)]
+pub enum Message {
+    Exited {
+        idx: usize,
+        pid: u32,
+        exit: Exit,
+    },
+    Ready {
+        idx: usize,
+        pid: u32,
+    },
+    NotReady {
+        idx: usize,
+        pid: u32,
+        error: String,
+    },
+    Health {
+        idx: usize,
+        pid: u32,
+        result: Result<(), String>,
+    },
+    Signal(Signal),
+}
+
+/// How long leftovers of an exited program get to disappear after SIGKILL.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+/// After the shutdown timeout everything got SIGKILL; this much longer we wait for the
+/// kernel to deliver it (a process in uninterruptible sleep may take a moment).
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+struct Slot {
+    cfg: Arc<ProgramConfig>,
+    name: Arc<str>,
+    state: Program,
+    tasks: Vec<AbortHandle>,
+    notify: Option<NotifySocket>,
+    started_wall: Option<SystemTime>,
+}
+
+struct Shutdown {
+    deadline: Instant,
+    forced: bool,
+}
+
+pub struct Supervisor {
+    slots: Vec<Slot>,
+    /// Indices into `slots`, grouped by ascending priority.
+    groups: Vec<(u32, Vec<usize>)>,
+    released: usize,
+    shutdown_timeout: Duration,
+    reaper: Arc<Reaper>,
+    tx: mpsc::UnboundedSender<Message>,
+    rx: mpsc::UnboundedReceiver<Message>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    output: Output,
+    shutdown: Option<Shutdown>,
+    give_up_code: Option<i32>,
+    runtime_dir: Option<PathBuf>,
+    me: u32,
+}
+
+/// What the outside world holds: a way to send messages and the snapshot stream.
+pub struct Handle {
+    pub mailbox: mpsc::UnboundedSender<Message>,
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Supervisor {
+    pub fn new(config: &Config, reaper: Arc<Reaper>) -> (Self, Handle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slots: Vec<Slot> = config
+            .programs
+            .iter()
+            .map(|p| Slot {
+                cfg: Arc::new(p.clone()),
+                name: Arc::from(p.name.as_str()),
+                state: Program::new(p),
+                tasks: Vec::new(),
+                notify: None,
+                started_wall: None,
+            })
+            .collect();
+        let mut priorities: Vec<u32> = slots.iter().map(|s| s.cfg.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let groups = priorities
+            .into_iter()
+            .map(|prio| {
+                (
+                    prio,
+                    (0..slots.len())
+                        .filter(|&i| slots[i].cfg.priority == prio)
+                        .collect(),
+                )
+            })
+            .collect();
+        let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot {
+            status: Overall::Starting,
+            programs: Default::default(),
+            orphans_reaped: Some(reaper.orphan_counter()),
+        }));
+        let sup = Supervisor {
+            slots,
+            groups,
+            released: 0,
+            shutdown_timeout: config.supervisor.shutdown_timeout,
+            reaper,
+            tx: tx.clone(),
+            rx,
+            snapshot: snap_tx,
+            output: Output::start(config.supervisor.log_format),
+            shutdown: None,
+            give_up_code: None,
+            runtime_dir: None,
+            me: std::process::id(),
+        };
+        sup.publish();
+        (
+            sup,
+            Handle {
+                mailbox: tx,
+                snapshots: snap_rx,
+            },
+        )
+    }
+
+    /// Runs until everything has stopped; returns hivesup's exit code.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> i32 {
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        self.release(Instant::now());
+        self.publish();
+        while !self.done() {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                Some(msg) = self.rx.recv() => self.handle(msg, Instant::now()),
+                _ = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.begin_shutdown("shutdown requested", Instant::now());
+                }
+                _ = sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
+                    self.on_deadline(Instant::now());
+                }
+            }
+            let now = Instant::now();
+            self.release(now);
+            self.advance_shutdown(now);
+            self.publish();
+        }
+        self.finish().await
+    }
+
+    fn handle(&mut self, msg: Message, now: Instant) {
+        match msg {
+            Message::Exited { idx, pid, exit } if self.slots[idx].state.pid == Some(pid) => {
+                self.apply(idx, Event::Exited(exit), now)
+            }
+            Message::Ready { idx, pid } if self.slots[idx].state.pid == Some(pid) => {
+                self.apply(idx, Event::Ready, now)
+            }
+            Message::NotReady { idx, pid, error } if self.slots[idx].state.pid == Some(pid) => {
+                self.apply(idx, Event::NotReady { error }, now)
+            }
+            Message::Health { idx, pid, result } if self.slots[idx].state.pid == Some(pid) => {
+                let event = match result {
+                    Ok(()) => Event::HealthOk,
+                    Err(error) => Event::HealthFailed { error },
+                };
+                self.apply(idx, event, now);
+            }
+            Message::Signal(sig) if signals::STOP.contains(&sig) => {
+                if self.shutdown.is_some() {
+                    tracing::info!(signal = sig.as_str(), "already stopping");
+                } else {
+                    self.begin_shutdown(sig.as_str(), now);
+                }
+            }
+            Message::Signal(sig) => self.forward(sig),
+            // A probe result for a process that is gone.
+            _ => {}
+        }
+    }
+
+    /// Feeds one event to a program and carries out what the transition asks for.
+    fn apply(&mut self, idx: usize, event: Event, now: Instant) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(ev) = queue.pop_front() {
+            let slot = &mut self.slots[idx];
+            let before = slot.state.clone();
+            let (next, actions) = program::step(&slot.cfg, before.clone(), ev, now);
+            slot.state = next;
+            self.log_transition(idx, &before);
+            for action in actions {
+                match action {
+                    Action::Spawn => queue.push_back(self.spawn_program(idx)),
+                    Action::WatchReady => self.watch_ready(idx),
+                    Action::WatchHealth => self.watch_health(idx),
+                    Action::CancelProbes => {
+                        for t in self.slots[idx].tasks.drain(..) {
+                            t.abort();
+                        }
+                    }
+                    Action::Signal(sig) => self.signal_group(idx, sig),
+                    Action::Kill => self.kill_tree(idx),
+                    Action::GiveUp { code } => {
+                        tracing::error!(program = %self.slots[idx].name, code, "critical program failed: stopping everything");
+                        self.give_up_code.get_or_insert(code);
+                        self.begin_shutdown("critical program failed", now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_transition(&self, idx: usize, before: &Program) {
+        let slot = &self.slots[idx];
+        let p = &slot.state;
+        let name = &*slot.name;
+        if p.state == before.state && p.pid == before.pid {
+            return;
+        }
+        match p.state {
+            State::Starting if p.pid.is_some() && before.pid.is_none() => {
+                tracing::info!(program = name, pid = p.pid, "started")
+            }
+            State::Running if before.state != State::Running => {
+                tracing::info!(program = name, pid = p.pid, "ready")
+            }
+            State::Exited => {
+                tracing::info!(program = name, exit = %fmt_exit(p.last_exit), "exited")
+            }
+            State::Backoff => tracing::warn!(
+                program = name,
+                exit = %fmt_exit(p.last_exit),
+                reason = p.last_error.as_deref().unwrap_or(""),
+                restart_in = %humantime::format_duration(p.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))),
+                "failed; restarting"
+            ),
+            State::Failed => {
+                tracing::error!(
+                    program = name,
+                    reason = p.last_error.as_deref().unwrap_or(""),
+                    "failed; not restarting"
+                );
+                if let Some(&(prio, _)) = self.groups.get(self.released) {
+                    if self.shutdown.is_none() && slot.cfg.priority < prio {
+                        tracing::error!(
+                            priority = prio,
+                            "programs of priority {prio} and above will not start: {name} failed"
+                        );
+                    }
+                }
+            }
+            State::Stopping if p.killed && !before.killed => {
+                tracing::warn!(
+                    program = name,
+                    pid = p.pid,
+                    "did not stop in time: sent SIGKILL"
+                )
+            }
+            State::Stopping => tracing::info!(program = name, pid = p.pid, "stopping"),
+            State::Stopped if before.pid.is_some() => {
+                tracing::info!(program = name, exit = %fmt_exit(p.last_exit), "stopped")
+            }
+            _ => {}
+        }
+    }
+
+    fn spawn_program(&mut self, idx: usize) -> Event {
+        let cfg = self.slots[idx].cfg.clone();
+        let name = self.slots[idx].name.clone();
+        let mut env = cfg.environment.clone();
+        if matches!(
+            cfg.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        ) {
+            match self.notify_socket(idx) {
+                Ok(path) => env.push(("NOTIFY_SOCKET".into(), path)),
+                Err(e) => {
+                    let error = format!("failed to create the notify socket: {e}");
+                    tracing::error!(program = %name, "{error}");
+                    return Event::SpawnFailed { error, code: 1 };
+                }
+            }
+        }
+        let spec = SpawnSpec {
+            argv: cfg.command.argv(),
+            env,
+            directory: cfg.directory.clone(),
+            user: cfg.user.clone(),
+            capture_output: true,
+            ..SpawnSpec::default()
+        };
+        let since = procs::now_ticks();
+        match spawn::spawn(&self.reaper, &spec) {
+            Ok(child) => {
+                let pid = child.pid;
+                if let Some(out) = child.stdout {
+                    self.output.pump(&name, Stream::Stdout, out.into());
+                }
+                if let Some(err) = child.stderr {
+                    self.output.pump(&name, Stream::Stderr, err.into());
+                }
+                self.slots[idx].started_wall = Some(SystemTime::now());
+                let tx = self.tx.clone();
+                let reaper = self.reaper.clone();
+                let me = self.me;
+                let program = name.clone();
+                tokio::spawn(async move {
+                    // The reaper never drops a registered sender without sending.
+                    let Ok(exit) = child.exit.await else { return };
+                    kill_leftovers(&reaper, &program, me, pid, since).await;
+                    let _ = tx.send(Message::Exited { idx, pid, exit });
+                });
+                Event::Spawned { pid }
+            }
+            Err(e) => {
+                let error = error_chain(&e);
+                tracing::error!(program = %name, error = %error, "failed to start");
+                Event::SpawnFailed {
+                    error,
+                    code: e.exit_code(),
+                }
+            }
+        }
+    }
+
+    fn notify_socket(&mut self, idx: usize) -> std::io::Result<String> {
+        if self.slots[idx].notify.is_none() {
+            let dir = match &self.runtime_dir {
+                Some(d) => d.clone(),
+                None => {
+                    let d = runtime_dir()?;
+                    self.runtime_dir = Some(d.clone());
+                    d
+                }
+            };
+            let cfg = &self.slots[idx].cfg;
+            let owner = match &cfg.user {
+                Some(u) if nix::unistd::geteuid().is_root() => {
+                    spawn::resolve_user(u).ok().map(|c| (c.uid, c.gid))
+                }
+                _ => None,
+            };
+            let path = dir.join(format!("notify-{}.sock", cfg.name));
+            self.slots[idx].notify = Some(NotifySocket::bind(&path, owner)?);
+        }
+        let sock = self.slots[idx].notify.as_ref().expect("just created");
+        sock.drain();
+        Ok(sock.path.display().to_string())
+    }
+
+    fn watch_ready(&mut self, idx: usize) {
+        let slot = &self.slots[idx];
+        let (Some(pid), Some(ready)) = (slot.state.pid, slot.cfg.ready.clone()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let task = match ready.check {
+            ReadyCheck::Notify => {
+                let Some(sock) = &slot.notify else { return };
+                let watch = sock.watch();
+                let sink = sock.sink();
+                tokio::spawn(async move {
+                    match watch.await {
+                        Ok(()) => {
+                            let _ = tx.send(Message::Ready { idx, pid });
+                            sink.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Message::NotReady {
+                                idx,
+                                pid,
+                                error: format!("notify socket: {e}"),
+                            });
+                        }
+                    }
+                })
+            }
+            ReadyCheck::Probe(p) => {
+                let ctx = self.probe_context(idx);
+                let attempt = ready.timeout.min(Duration::from_secs(5));
+                tokio::spawn(async move {
+                    loop {
+                        let started = Instant::now();
+                        match probe::check(&p, &ctx, attempt).await {
+                            Ok(()) => {
+                                let _ = tx.send(Message::Ready { idx, pid });
+                                return;
+                            }
+                            Err(error) => {
+                                let _ = tx.send(Message::NotReady { idx, pid, error });
+                            }
+                        }
+                        sleep_until((started + ready.interval).into()).await;
+                    }
+                })
+            }
+        };
+        self.slots[idx].tasks.push(task.abort_handle());
+    }
+
+    fn watch_health(&mut self, idx: usize) {
+        let slot = &self.slots[idx];
+        let (Some(pid), Some(health)) = (slot.state.pid, slot.cfg.health.clone()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let ctx = self.probe_context(idx);
+        let task = tokio::spawn(async move {
+            let mut next = Instant::now() + health.interval;
+            loop {
+                sleep_until(next.into()).await;
+                next += health.interval;
+                let result = probe::check(&health.probe, &ctx, health.timeout).await;
+                if tx.send(Message::Health { idx, pid, result }).is_err() {
+                    return;
+                }
+                // A probe slower than its interval must not queue up behind itself.
+                next = next.max(Instant::now());
+            }
+        });
+        self.slots[idx].tasks.push(task.abort_handle());
+    }
+
+    fn probe_context(&self, idx: usize) -> probe::Context {
+        let cfg = &self.slots[idx].cfg;
+        probe::Context {
+            reaper: self.reaper.clone(),
+            base: SpawnSpec {
+                env: cfg.environment.clone(),
+                directory: cfg.directory.clone(),
+                user: cfg.user.clone(),
+                ..SpawnSpec::default()
+            },
+        }
+    }
+
+    fn signal_group(&self, idx: usize, sig: Signal) {
+        let Some(pid) = self.slots[idx].state.pid else {
+            return;
+        };
+        match killpg(Pid::from_raw(pid as i32), sig) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(program = %self.slots[idx].name, pid, signal = sig.as_str(), error = %e, "failed to signal")
+            }
+        }
+    }
+
+    /// SIGKILL to the program's group and to every descendant, including those that
+    /// left the group with setsid (postgres backends).
+    fn kill_tree(&self, idx: usize) {
+        let Some(pid) = self.slots[idx].state.pid else {
+            return;
+        };
+        let table = procs::all();
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        for d in procs::descendants(&table, pid) {
+            let _ = kill(Pid::from_raw(d as i32), Signal::SIGKILL);
+        }
+    }
+
+    fn forward(&self, sig: Signal) {
+        let mut sent = 0;
+        for (idx, slot) in self.slots.iter().enumerate() {
+            if slot.state.pid.is_some() && slot.cfg.forward_signals.contains(&sig) {
+                self.signal_group(idx, sig);
+                sent += 1;
+            }
+        }
+        tracing::info!(signal = sig.as_str(), programs = sent, "forwarded signal");
+    }
+
+    /// Starts every group whose lower groups are all ready.
+    fn release(&mut self, now: Instant) {
+        while self.shutdown.is_none() && self.released < self.groups.len() {
+            let lower_ready = self.groups[..self.released]
+                .iter()
+                .flat_map(|(_, members)| members)
+                .all(|&i| self.slots[i].state.gate_open());
+            if !lower_ready {
+                return;
+            }
+            let (prio, members) = self.groups[self.released].clone();
+            self.released += 1;
+            let names: Vec<&str> = members.iter().map(|&i| &*self.slots[i].name).collect();
+            tracing::info!(priority = prio, programs = %names.join(","), "starting priority group");
+            for i in members {
+                self.apply(i, Event::Start, now);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, reason: &str, now: Instant) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        tracing::info!(reason, timeout = %humantime::format_duration(self.shutdown_timeout), "stopping all programs");
+        self.shutdown = Some(Shutdown {
+            deadline: now + self.shutdown_timeout,
+            forced: false,
+        });
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i].state.state, State::Pending | State::Backoff) {
+                self.apply(i, Event::Stop, now);
+            }
+        }
+        self.advance_shutdown(now);
+    }
+
+    /// Stops the highest priority group that still has processes; lower groups wait.
+    fn advance_shutdown(&mut self, now: Instant) {
+        if self.shutdown.is_none() {
+            return;
+        }
+        for g in (0..self.groups.len()).rev() {
+            let members = self.groups[g].1.clone();
+            if !members.iter().any(|&i| self.slots[i].state.alive()) {
+                continue;
+            }
+            for i in members {
+                if matches!(
+                    self.slots[i].state.state,
+                    State::Starting | State::Running | State::Stopping
+                ) {
+                    self.apply(i, Event::Stop, now);
+                }
+            }
+            return;
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].state.deadline.is_some_and(|d| d <= now) {
+                self.apply(i, Event::Deadline, now);
+            }
+        }
+        let overdue = self
+            .shutdown
+            .as_ref()
+            .is_some_and(|s| !s.forced && s.deadline <= now);
+        if overdue {
+            tracing::warn!("shutdown timeout reached: sending SIGKILL to everything left");
+            if let Some(s) = &mut self.shutdown {
+                s.forced = true;
+            }
+            for i in 0..self.slots.len() {
+                self.apply(i, Event::ForceKill, now);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let programs = self.slots.iter().filter_map(|s| s.state.deadline);
+        let shutdown = self.shutdown.as_ref().map(|s| {
+            if s.forced {
+                s.deadline + KILL_GRACE
+            } else {
+                s.deadline
+            }
+        });
+        programs.chain(shutdown).min()
+    }
+
+    fn done(&self) -> bool {
+        let Some(s) = &self.shutdown else {
+            return false;
+        };
+        if s.forced && Instant::now() >= s.deadline + KILL_GRACE {
+            tracing::error!("processes survived SIGKILL; exiting anyway");
+            return true;
+        }
+        self.slots.iter().all(|s| !s.state.alive())
+    }
+
+    fn publish(&self) {
+        let shutting_down = self.shutdown.is_some();
+        let programs = self
+            .slots
+            .iter()
+            .map(|s| {
+                let p = &s.state;
+                let start_time = p.pid.and(s.started_wall).map(snapshot::unix);
+                (
+                    s.name.to_string(),
+                    ProgramSnapshot {
+                        state: p.state,
+                        pid: p.pid,
+                        ready: p.ready,
+                        healthy: p.healthy,
+                        restarts: p.restarts,
+                        uptime_seconds: None,
+                        last_exit: p.last_exit.map(Into::into),
+                        last_probe_error: p.last_error.clone(),
+                        priority: s.cfg.priority,
+                        start_time,
+                        ok: p.ok(),
+                    },
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let status = if shutting_down {
+            Overall::Stopping
+        } else if self.slots.iter().all(|s| s.state.ok()) {
+            Overall::Ok
+        } else if self.slots.iter().any(|s| s.state.state == State::Failed) {
+            Overall::Failed
+        } else if self
+            .slots
+            .iter()
+            .any(|s| matches!(s.state.state, State::Pending | State::Starting))
+        {
+            Overall::Starting
+        } else {
+            Overall::Degraded
+        };
+        let snap = Snapshot {
+            status,
+            programs,
+            orphans_reaped: Some(self.reaper.orphan_counter()),
+        };
+        self.snapshot.send_replace(Arc::new(snap));
+    }
+
+    async fn finish(mut self) -> i32 {
+        for slot in &mut self.slots {
+            for t in slot.tasks.drain(..) {
+                t.abort();
+            }
+            slot.notify = None;
+        }
+        // Anything still parented to us is a leftover: as PID 1 the kernel would kill it
+        // when we exit; as a subreaper it would outlive us, so kill it now.
+        for s in procs::all().iter().filter(|s| s.ppid == self.me) {
+            let _ = kill(Pid::from_raw(s.pid as i32), Signal::SIGKILL);
+        }
+        let killed: Vec<&str> = self
+            .slots
+            .iter()
+            .filter(|s| s.state.killed)
+            .map(|s| &*s.name)
+            .collect();
+        let code = match self.give_up_code {
+            Some(c) => c,
+            None if !killed.is_empty() => {
+                tracing::warn!(programs = %killed.join(","), "stopped, but only with SIGKILL: exit 1");
+                1
+            }
+            None => 0,
+        };
+        if let Some(dir) = &self.runtime_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+        tracing::info!(code, "all programs stopped");
+        self.publish();
+        let output = std::mem::replace(
+            &mut self.output,
+            Output::start(crate::config::LogFormat::Text),
+        );
+        output.finish(Duration::from_secs(1)).await;
+        code
+    }
+}
+
+/// Kills what a program left behind when its main process exited (children that called
+/// setsid and were reparented to us), and waits until they are reaped, so that a
+/// restarted program never meets its predecessor's processes or shared memory.
+async fn kill_leftovers(reaper: &Reaper, program: &str, me: u32, pid: u32, since: u64) {
+    let table = procs::all();
+    let pids = procs::leftovers(&table, me, pid, since, |p| reaper.is_registered(p));
+    if pids.is_empty() {
+        return;
+    }
+    tracing::warn!(program, count = pids.len(), pids = ?pids, "killing processes the program left behind");
+    let mut waits = Vec::new();
+    for p in pids {
+        if let Some(rx) = reaper.watch(p) {
+            waits.push(rx);
+        }
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+    let _ = tokio::time::timeout(LEFTOVER_GRACE, async {
+        for w in waits {
+            let _ = w.await;
+        }
+    })
+    .await;
+}
+
+fn runtime_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let candidates = [
+        PathBuf::from("/run/hivesup"),
+        std::env::temp_dir().join(format!("hivesup-{}", std::process::id())),
+    ];
+    let mut last = None;
+    for dir in candidates {
+        match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+                return Ok(dir);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no runtime directory")))
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+fn fmt_exit(e: Option<Exit>) -> String {
+    e.map_or_else(|| "-".into(), |e| e.to_string())
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -544,3 +544,233 @@ fn missing_or_empty_password_file_is_one_line_naming_variable_and_path() {
         )]
     );
 }
+
+/// conf/agent.toml itself, pointed at the host's PostgreSQL 15 and this test's temp
+/// directory, run by `hivesup` (supervise mode): init, postgres, provision come up in
+/// priority order and /health turns 200; SIGTERM stops everything cleanly; a second run
+/// on the same data directory skips initdb. The API program is left out (the host has
+/// no FastAPI); tests/images.rs covers it.
+#[test]
+fn agent_conf_brings_up_postgres_on_the_host() {
+    let cl = Cluster::new("conf");
+    let bin = env!("CARGO_BIN_EXE_hivesup");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (pgdata, sock) = (
+        cl.pgdata().display().to_string(),
+        cl.sock().display().to_string(),
+    );
+
+    let pgconf = fs::read_to_string(format!("{root}/images/postgres/postgresql.conf"))
+        .unwrap()
+        .replace("'/var/run/postgresql'", &format!("'{sock}'"))
+        .replace("include_dir = '/etc/postgresql/conf.d'", "")
+        .replace("port = 5432", &format!("port = {}", cl.port));
+    let pgconf_path = cl.base.join("postgresql.conf");
+    fs::write(&pgconf_path, pgconf).unwrap();
+
+    let conf = fs::read_to_string(format!("{root}/conf/agent.toml")).unwrap();
+    let conf = conf[..conf.find("[programs.api]").expect("conf/agent.toml has an api program")]
+        .replace("0.0.0.0:38887", "127.0.0.1:0")
+        .replace(
+            r#"["hivesup", "postgres", "init"]"#,
+            &format!(r#"["{bin}", "postgres", "init", "--bindir", "{BINDIR}", "--socket-dir", "{sock}"]"#),
+        )
+        .replace(
+            r#"["hivesup", "postgres", "provision"]"#,
+            &format!(r#"["{bin}", "postgres", "provision", "--bindir", "{BINDIR}", "--socket-dir", "{sock}", "--initdb-dir", "{}"]"#, cl.base.join("initdb.d").display()),
+        )
+        .replace("/usr/lib/postgresql/17/bin", BINDIR)
+        .replace("/etc/postgresql/postgresql.conf", &pgconf_path.display().to_string())
+        .replace("/var/lib/postgresql/data", &pgdata)
+        .replace("host=/var/run/postgresql", &format!("host={sock} port={}", cl.port));
+    assert!(
+        !conf.contains("/var/run/postgresql") && conf.contains(BINDIR),
+        "substitution failed:\n{conf}"
+    );
+    let conf_path = cl.base.join("hivesup.toml");
+    fs::write(&conf_path, &conf).unwrap();
+    fs::write(
+        cl.base.join("initdb.d/10-seed.sql"),
+        "CREATE TABLE seeds (ord serial, n int); INSERT INTO seeds (n) VALUES (7);",
+    )
+    .unwrap();
+
+    for round in ["first", "second"] {
+        let mut sup = Supervised::start(bin, &conf_path, &cl);
+        let addr = sup
+            .wait_for_line("listening on ", Duration::from_secs(10))
+            .trim()
+            .to_owned();
+        let addr = addr.rsplit("listening on ").next().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while http_status(&addr, "/health") != Some(200) {
+            if Instant::now() > deadline || sup.exited().is_some() {
+                sup.fail(&format!("{round} run: /health not 200 within 90s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let app = cl
+                .tcp_login("agent", PASSWORD, "hive_agent")
+                .await
+                .expect("the role exists with its password");
+            assert_eq!(seeds(&app).await, vec![7]);
+            let ext: i64 = app
+                .query_one(
+                    "SELECT count(*) FROM pg_extension WHERE extname = 'vector'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(ext, 1);
+        });
+        let code = sup.stop(Duration::from_secs(20));
+        let out = sup.output();
+        assert_eq!(
+            code,
+            Some(0),
+            "{round} run: hivesup must exit 0 after SIGTERM\n{out}"
+        );
+        assert!(
+            out.contains("database system is shut down"),
+            "{round} run: no clean shutdown\n{out}"
+        );
+        if round == "second" {
+            assert!(
+                out.contains("skipping initdb") && !out.contains("automatic recovery"),
+                "{out}"
+            );
+        }
+        assert!(
+            !out.contains(PASSWORD),
+            "password leaked into hivesup's output"
+        );
+    }
+}
+
+/// `hivesup --config FILE` with its output collected by reader threads.
+struct Supervised {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Supervised {
+    fn start(bin: &str, conf: &Path, cl: &Cluster) -> Supervised {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("PGPORT", cl.port.to_string());
+        for k in [
+            "PGDATA",
+            "POSTGRES_USER",
+            "POSTGRES_DB",
+            "POSTGRES_PASSWORD",
+            "POSTGRES_INITDB_ARGS",
+        ] {
+            cmd.env_remove(k);
+            cmd.env_remove(format!("{k}_FILE"));
+        }
+        cmd.envs(cl.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Supervised { child, lines }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    fn wait_for_line(&mut self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if Instant::now() > end || self.exited().is_some() {
+                self.fail(&format!("no line containing {needle:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.exited() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code();
+            }
+            if Instant::now() > end {
+                self.fail("hivesup did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("{what}\n--- hivesup output ---\n{}", self.output());
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(15);
+            while self.exited().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}

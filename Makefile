@@ -32,22 +32,23 @@ images: base-image
 	docker build -f Dockerfile.agent -t hive-agent:latest .
 	docker build -f Dockerfile.genie -t hive-genie:latest .
 
-agent:
-	@$(MAKE) --no-print-directory _up SVC=agent API_PORT=38886 HEALTH_PORT=38887
-genie:
-	@$(MAKE) --no-print-directory _up SVC=genie API_PORT=48886 HEALTH_PORT=48887
-agent-stop:
-	@$(MAKE) --no-print-directory _stop SVC=agent
-genie-stop:
-	@$(MAKE) --no-print-directory _stop SVC=genie
-agent-logs:
-	@$(MAKE) --no-print-directory _logs SVC=agent
-genie-logs:
-	@$(MAKE) --no-print-directory _logs SVC=genie
+# One line, then stop, when no engine answers (before any recursive make adds noise).
+ENGINE = docker info >/dev/null 2>&1 || { echo "make: no Docker engine answers (docker info failed): start Docker, or check DOCKER_HOST and your permissions"; exit 1; }
 
-.PHONY: _engine _up _stop _logs
-_engine:
-	@docker info >/dev/null 2>&1 || { echo "make: no Docker engine answers (docker info failed): start Docker, or check DOCKER_HOST and your permissions"; exit 1; }
+agent:
+	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=agent API_PORT=38886 HEALTH_PORT=38887
+genie:
+	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=genie API_PORT=48886 HEALTH_PORT=48887
+agent-stop:
+	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force agent
+genie-stop:
+	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force genie
+agent-logs:
+	@$(ENGINE) && docker logs --follow hive-agent
+genie-logs:
+	@$(ENGINE) && docker logs --follow hive-genie
+
+.PHONY: _up
 
 # The password secret is generated once per checkout, outside git, readable by the
 # container's api user (compose bind-mounts it with these permissions).
@@ -56,7 +57,7 @@ images/secrets/%_db_password:
 	@umask 022 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >$@
 	@echo "make: generated the database password in $@"
 
-_up: _engine images/secrets/$(SVC)_db_password
+_up: images/secrets/$(SVC)_db_password
 	@bash images/base-image.sh
 	$(COMPOSE_RUN) up -d --build $(SVC)
 	@deadline=$$((SECONDS + $(HEALTHY_TIMEOUT))); \
@@ -73,9 +74,3 @@ _up: _engine images/secrets/$(SVC)_db_password
 	@echo "  API     http://localhost:$(API_PORT)/api/v1/health"
 	@echo "  hivesup http://localhost:$(HEALTH_PORT)/health  (/status, /metrics, /livez, /readyz)"
 	@echo "  stop: make $(SVC)-stop   logs: make $(SVC)-logs"
-
-_stop: _engine
-	$(COMPOSE_RUN) rm --stop --force $(SVC)
-
-_logs: _engine
-	docker logs --follow hive-$(SVC)

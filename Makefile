@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE_RUN = $(COMPOSE) -f images/compose.yaml -p hive
+# compose checks every service's secret file, so both exist before any compose command.
+SECRETS = images/secrets/agent_db_password images/secrets/genie_db_password
 # Seconds `make agent`/`make genie` wait for Docker to report the container healthy.
 HEALTHY_TIMEOUT ?= 300
 
@@ -39,9 +41,9 @@ agent:
 	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=agent API_PORT=38886 HEALTH_PORT=38887
 genie:
 	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=genie API_PORT=48886 HEALTH_PORT=48887
-agent-stop:
+agent-stop: $(SECRETS)
 	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force agent
-genie-stop:
+genie-stop: $(SECRETS)
 	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force genie
 agent-logs:
 	@$(ENGINE) && docker logs --follow hive-agent
@@ -50,14 +52,14 @@ genie-logs:
 
 .PHONY: _up
 
-# The password secret is generated once per checkout, outside git, readable by the
+# The password secrets are generated once per checkout, outside git, readable by the
 # container's api user (compose bind-mounts it with these permissions).
 images/secrets/%_db_password:
 	@install -d -m 0700 images/secrets
 	@umask 022 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >$@
 	@echo "make: generated the database password in $@"
 
-_up: images/secrets/$(SVC)_db_password
+_up: $(SECRETS)
 	@bash images/base-image.sh
 	$(COMPOSE_RUN) up -d --build $(SVC)
 	@deadline=$$((SECONDS + $(HEALTHY_TIMEOUT))); \

@@ -28,6 +28,8 @@ struct Image {
     dockerfile: &'static str,
     api_port: u16,
     health_port: u16,
+    role: &'static str,
+    db: &'static str,
 }
 
 const AGENT: Image = Image {
@@ -35,12 +37,16 @@ const AGENT: Image = Image {
     dockerfile: "Dockerfile.agent",
     api_port: 38886,
     health_port: 38887,
+    role: "agent",
+    db: "hive_agent",
 };
 const GENIE: Image = Image {
     name: "genie",
     dockerfile: "Dockerfile.genie",
     api_port: 48886,
     health_port: 48887,
+    role: "hive",
+    db: "hive_genie",
 };
 
 impl Image {
@@ -360,6 +366,7 @@ fn lifecycle(image: Image) {
     let (status, body) = c.api("GET", "/api/v1/health", None);
     assert_eq!(status, 200, "{body}");
     assert!(body["vector"].is_string(), "{body}");
+    check_layout(&c);
     store(&c, "origin", [0.0, 0.0, 0.0]);
     store(&c, "near", [1.0, 1.0, 1.0]);
     store(&c, "far", [9.0, 9.0, 9.0]);
@@ -412,6 +419,40 @@ fn lifecycle(image: Image) {
         "{}: cold start to healthy {cold:.1?}, warm {warm:.1?}, docker stop {stop:.1?}",
         image.tag()
     ));
+}
+
+/// The database and role of this image, nobody running as root but hivesup, and the
+/// database listening on loopback only.
+fn check_layout(c: &Container) {
+    let sql = format!(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{}'",
+        c.image.db
+    );
+    let owner = docker_ok(&["exec", "-u", "postgres", &c.name, "psql", "-XAtc", &sql]);
+    assert_eq!(
+        owner, c.image.role,
+        "database {} must be owned by role {}",
+        c.image.db, c.image.role
+    );
+    let (_, h) = c.health();
+    for (program, user_id) in [("postgres", "999"), ("api", "10001")] {
+        let pid = h["programs"][program]["pid"].as_i64().unwrap();
+        let uid = c.exec(&format!("awk '/^Uid:/ {{print $2}}' /proc/{pid}/status"));
+        assert_eq!(uid, user_id, "{program} must not run as root");
+    }
+    // 5432 = 0x1538; 0100007F is 127.0.0.1 in /proc/net/tcp's byte order.
+    let listeners =
+        c.exec("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" && $2 ~ /:1538$/ {print $2}'");
+    assert!(
+        !listeners.is_empty(),
+        "postgres is not listening on TCP at all"
+    );
+    for l in listeners.lines() {
+        assert!(
+            l == "0100007F:1538" || l == "00000000000000000000000001000000:1538",
+            "postgres listens beyond loopback: {l}"
+        );
+    }
 }
 
 /// `kill -9` of the postmaster, then of the API, then of the API's workers.

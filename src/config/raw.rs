@@ -26,7 +26,7 @@ pub fn parse(text: &str) -> Result<Spanned<DeTable<'_>>, Vec<Problem>> {
         .iter()
         .map(|e| Problem {
             offset: e.span().map_or(0, |s| s.start),
-            message: first_line(e.message()).to_string(),
+            message: format!("invalid TOML: {}", first_line(e.message())),
         })
         .collect())
 }

@@ -583,43 +583,32 @@ fn probe(
 
 fn ready(w: &mut Walker, path: &str, whole: &Value<'_>, t: &DeTable<'_>) -> Option<ReadyConfig> {
     w.check_keys(path, t, READY_KEYS);
-    let probe = probe(w, path, whole, t, true)?;
-    let mut r = ReadyConfig {
-        check: match probe {
+    let probe = probe(w, path, whole, t, true);
+    let timeout = get(t, "timeout").map(|v| positive(w, &format!("{path}.timeout"), v));
+    let interval = get(t, "interval").map(|v| positive(w, &format!("{path}.interval"), v));
+    Some(ReadyConfig {
+        check: match probe? {
             Some(p) => ReadyCheck::Probe(p),
             None => ReadyCheck::Notify,
         },
-        timeout: Duration::from_secs(60),
-        interval: Duration::from_millis(100),
-    };
-    if let Some(v) = get(t, "timeout") {
-        r.timeout = positive(w, &format!("{path}.timeout"), v)?;
-    }
-    if let Some(v) = get(t, "interval") {
-        r.interval = positive(w, &format!("{path}.interval"), v)?;
-    }
-    Some(r)
+        timeout: timeout.unwrap_or(Some(Duration::from_secs(60)))?,
+        interval: interval.unwrap_or(Some(Duration::from_millis(100)))?,
+    })
 }
 
 fn health(w: &mut Walker, path: &str, whole: &Value<'_>, t: &DeTable<'_>) -> Option<HealthConfig> {
     w.check_keys(path, t, HEALTH_KEYS);
-    let probe = probe(w, path, whole, t, false)??;
-    let mut h = HealthConfig {
-        probe,
-        interval: Duration::from_secs(10),
-        timeout: Duration::from_secs(3),
-        failures: 3,
-    };
-    if let Some(v) = get(t, "interval") {
-        h.interval = positive(w, &format!("{path}.interval"), v)?;
-    }
-    if let Some(v) = get(t, "timeout") {
-        h.timeout = positive(w, &format!("{path}.timeout"), v)?;
-    }
-    if let Some(v) = get(t, "failures") {
-        h.failures = w.integer(&format!("{path}.failures"), v, 1, 1_000_000)? as u32;
-    }
-    Some(h)
+    let probe = probe(w, path, whole, t, false);
+    let interval = get(t, "interval").map(|v| positive(w, &format!("{path}.interval"), v));
+    let timeout = get(t, "timeout").map(|v| positive(w, &format!("{path}.timeout"), v));
+    let failures =
+        get(t, "failures").map(|v| w.integer(&format!("{path}.failures"), v, 1, 1_000_000));
+    Some(HealthConfig {
+        probe: probe??,
+        interval: interval.unwrap_or(Some(Duration::from_secs(10)))?,
+        timeout: timeout.unwrap_or(Some(Duration::from_secs(3)))?,
+        failures: failures.unwrap_or(Some(3))? as u32,
+    })
 }
 
 fn positive(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<Duration> {

@@ -605,3 +605,58 @@ fn agent_wrong_password_file_is_one_clear_line() {
 fn genie_wrong_password_file_is_one_clear_line() {
     wrong_password_file(GENIE);
 }
+
+// ---------------------------------------------------------------- static checks (no engine)
+
+fn run_tool(program: &str, args: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}): .ci/host-deps.sh installs it (pip)")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dockerfiles_pass_hadolint() {
+    run_tool("hadolint", &["Dockerfile.agent", "Dockerfile.genie"]);
+}
+
+#[test]
+fn kubernetes_manifests_match_the_schemas() {
+    run_tool(
+        "kubernetes-validate",
+        &[
+            "--strict",
+            "deploy/kubernetes/agent.yaml",
+            "deploy/kubernetes/genie.yaml",
+        ],
+    );
+}
+
+/// The two Dockerfiles must stay identical up to their last stage: that is what lets
+/// one image's build reuse every layer of the other's.
+#[test]
+fn dockerfiles_share_everything_but_the_last_stage() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stages = |f: &str| {
+        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
+        let body: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        let last = body.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
+        body[..last].join("\n")
+    };
+    assert_eq!(stages("Dockerfile.agent"), stages("Dockerfile.genie"));
+}

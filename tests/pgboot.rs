@@ -532,6 +532,20 @@ fn missing_or_empty_password_file_is_one_line_naming_variable_and_path() {
         "nothing may be created before the environment is valid"
     );
 
+    cl.set_env("POSTGRES_PASSWORD_FILE", None);
+    let out = cl.hivesup("init");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        error_lines(&out),
+        vec![
+            "hivesup: failed to resolve POSTGRES_PASSWORD: it is not set (set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE)"
+        ]
+    );
+    assert!(
+        !cl.pgdata().join("PG_VERSION").exists(),
+        "no initdb without a password"
+    );
+
     let empty = cl.base.join("empty-secret");
     fs::write(&empty, "\n").unwrap();
     cl.set_env("POSTGRES_PASSWORD_FILE", Some(empty.to_str().unwrap()));

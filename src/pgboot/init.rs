@@ -54,6 +54,13 @@ pub fn run(args: &InitArgs) -> Result<(), Error> {
             pgdata: c.pgdata.clone(),
         }),
         DataDir::Empty => {
+            // Refuse before initdb, as the official image does: provisioning could not
+            // create the role, and a first start must not half-happen.
+            if creds.password.is_none() {
+                return Err(Error::MissingSecret {
+                    var: "POSTGRES_PASSWORD",
+                });
+            }
             initdb(args, &creds, &account)?;
             allow_root_as_superuser(&c.pgdata, &account.name)?;
             write_marker(&c.pgdata, Marker::Pending, &account)?;

@@ -405,12 +405,28 @@ async fn superuser_as_postgres_user_gets_its_password_through_pwfile() {
     let mut cl = Cluster::new("superuser");
     cl.set_env("POSTGRES_USER", Some("postgres"));
     cl.set_env("POSTGRES_DB", None);
+    cl.set_env(
+        "POSTGRES_INITDB_ARGS",
+        Some("--data-checksums  --wal-segsize=32"),
+    );
     cl.ok("init");
     cl.start_server();
     cl.ok("provision");
-    cl.tcp_login("postgres", PASSWORD, "postgres")
+    let su = cl
+        .tcp_login("postgres", PASSWORD, "postgres")
         .await
         .expect("superuser scram login with POSTGRES_PASSWORD");
+    for (setting, want) in [("data_checksums", "on"), ("wal_segment_size", "32MB")] {
+        let got: String = su
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            got, want,
+            "POSTGRES_INITDB_ARGS must reach initdb ({setting})"
+        );
+    }
     let leftovers: Vec<_> = fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())

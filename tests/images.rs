@@ -512,6 +512,8 @@ fn crashes(image: Image) {
         );
     }
 
+    orphan_zombie_is_reaped(&c);
+
     // Kill the API's worker processes: uvicorn restarts them; nothing may stay a zombie.
     let (_, h) = c.health();
     let api = h["programs"]["api"]["pid"].as_i64().unwrap();
@@ -536,6 +538,30 @@ fn crashes(image: Image) {
         || c.api("GET", "/api/v1/health", None).0 == 200
     ));
     assert_eq!(count(&c), 5);
+}
+
+/// An orphaned zombie inside the container goes to hivesup (PID 1), which must reap it.
+/// The first half is the negative control: while its parent does not wait, the zombie
+/// is there and `zombies()` sees it.
+fn orphan_zombie_is_reaped(c: &Container) {
+    docker_ok(&["exec", "-d", &c.name, "sh", "-c", "sleep 0 & exec sleep 3"]);
+    if !wait_for(
+        "a zombie under a non-waiting parent",
+        Duration::from_secs(5),
+        || !zombies(c).is_empty(),
+    ) {
+        c.fail("the zombie detector saw no zombie: this test could not fail");
+    }
+    if !wait_for(
+        "the orphaned zombie reaped by PID 1",
+        Duration::from_secs(15),
+        || zombies(c).is_empty(),
+    ) {
+        c.fail(&format!(
+            "zombies left after their parent exited: {:?}",
+            zombies(c)
+        ));
+    }
 }
 
 /// `pid (comm) state ...` lines of /proc/*/stat in state Z.

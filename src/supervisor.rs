@@ -266,7 +266,9 @@ impl Supervisor {
                 program = name,
                 exit = %fmt_exit(p.last_exit),
                 reason = p.last_error.as_deref().unwrap_or(""),
-                restart_in = %humantime::format_duration(p.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))),
+                restart_in = %humantime::format_duration(round_ms(
+                    p.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))
+                )),
                 "failed; restarting"
             ),
             State::Failed => {
@@ -739,6 +741,10 @@ fn runtime_dir() -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no runtime directory")))
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis((d.as_secs_f64() * 1000.0).round() as u64)
 }
 
 fn far_future() -> Instant {

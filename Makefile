@@ -16,11 +16,15 @@ help:
 	@echo "make agent | genie            build, start, wait until healthy, print the URLs"
 	@echo "make agent-stop | genie-stop  stop and remove the container (the data volume stays)"
 	@echo "make agent-logs | genie-logs  follow the container's log"
-	@echo "make test                     cargo test --locked (unit, host PostgreSQL, Docker engine tests)"
+	@echo "make test                     fmt, clippy, cargo test --locked (unit, host PostgreSQL, Docker, image lint)"
 	@echo "make lint-images              hadolint the Dockerfiles, validate deploy/kubernetes"
 	@echo "make images                   build both images"
 
+# The README's test command: format, lint, then every test (unit, host PostgreSQL,
+# Docker engine; hadolint and kubernetes-validate run as tests too).
 test:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
 	cargo test --locked
 
 lint-images:

@@ -9,7 +9,7 @@ SECRETS = images/secrets/agent_db_password images/secrets/genie_db_password
 # Seconds `make agent`/`make genie` wait for Docker to report the container healthy.
 HEALTHY_TIMEOUT ?= 300
 
-.PHONY: help test lint-images images base-image \
+.PHONY: help test lint lint-images images base-image \
         agent agent-stop agent-logs genie genie-stop genie-logs
 
 help:
@@ -22,10 +22,12 @@ help:
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).
-test:
+test: lint
+	cargo test --locked
+
+lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
-	cargo test --locked
 
 lint-images:
 	hadolint Dockerfile.agent Dockerfile.genie

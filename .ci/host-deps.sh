@@ -7,7 +7,7 @@ set -euo pipefail
 
 need_apt=()
 for pkg in postgresql-15 postgresql-server-dev-15 build-essential debootstrap \
-           util-linux procps dpkg-dev; do
+           util-linux procps dpkg-dev python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -215,7 +215,7 @@ class Bench:
 
     def fresh(self, tag: str) -> Path:
         self.seq += 1
-        d = self.work / f"{self.seq:03d}-{tag}"
+        d = self.work / f"{self.seq:03d}-{tag.replace(' --', '-init')}"
         d.mkdir()
         return d
 
@@ -312,7 +312,8 @@ class Bench:
             return [self.hivesup, "--"] + child
         raise ValueError(peer)
 
-    def wait_up(self, ns: Namespace, peer: str, nprogs: int, http_port: int | None, comms=("sleep", "helper")) -> list[int]:
+    def wait_up(self, ns: Namespace, peer: str, nprogs: int, http_port: int | None,
+                comms=("sleep", "helper", "run")) -> list[int]:
         """Waits until the programs run (and, for hivesup with HTTP, /health says 200);
         returns their host pids."""
         init = ns.init()
@@ -384,7 +385,8 @@ class Bench:
             time.sleep(1.2)  # every peer past its start-up (supervisord: startsecs=1 -> RUNNING)
             init = ns.init()
             table = proc_table()
-            stub = [p for p in pids if table.get(p, (0, ""))[1] == "helper"]
+            # The helper's comm is "run" under s6 (its run file is a symlink to the helper).
+            stub = [p for p in pids if table.get(p, (0, ""))[1] in ("helper", "run")]
             fds = {}
             for pid in [init] + pids:
                 fds[os.pidfd_open(pid)] = pid
@@ -403,6 +405,7 @@ class Bench:
                 os.close(fd)
             if len(gone) < len(fds):
                 raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+            ns.p.wait(5)  # unshare passes on its child's exit code
         out = {"all_gone_ms": (max(gone.values()) - t0) / 1e6, "supervisor_gone_ms": (gone[init] - t0) / 1e6,
                "supervisor_exit_code": ns.p.returncode}
         if stubborn:

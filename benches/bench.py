@@ -54,7 +54,8 @@ class ScenarioError(Exception):
 
 
 def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    print(f"[bench {time.strftime('%H:%M:%S')} load {load:.1f}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- processes and /proc
@@ -600,6 +601,7 @@ def main() -> int:
     b = Bench(a)
     t = Table()
     started = time.monotonic()
+    load_start = os.getloadavg()
     reps = a.reps
     log(f"work dir {b.work}; {reps} repetitions per scenario; {'short' if a.short else 'full'} form")
 
@@ -675,6 +677,7 @@ def main() -> int:
         if a.short:
             t.add("7 containers", "all figures", "hivesup", None, "", "skipped in the short form")
         else:
+            sys.dont_write_bytecode = True  # no __pycache__ in the work tree
             sys.path.insert(0, str(ROOT / "benches"))
             import containers  # noqa: E402
             containers.run(t, reps, b)
@@ -689,7 +692,8 @@ def main() -> int:
     header = (f"hivesup benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"{'short' if a.short else 'full'} form, {reps} repetitions (median, min, max), {elapsed:.0f} s\n"
               f"machine: {os.cpu_count()} CPUs ({cpu}), {uname.system} {uname.release}, "
-              f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine: expect noise)\n"
+              f"load average (1/5/15 min) at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
+              f"at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine: expect noise)\n"
               f"command: python3 benches/bench.py{' --short' if a.short else ''}; hivesup {a.hivesup}\n"
               f"ratio: hivesup's median ÷ the peer's median (below 1: hivesup smaller/faster; for requests/s above 1 is better)\n")
     text = header + "\n" + t.render() + "\n"

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -115,13 +117,18 @@ def one_cycle(img: Image, tag: str) -> dict:
         docker("volume", "rm", "-f", vol, check=False)
 
 
-def build_supervisord_image() -> str | None:
-    """Builds the comparison image; returns why it could not be built, or None."""
+def build_supervisord_image(images_src: Path) -> str | None:
+    """Builds the comparison image from images_src/images (the runtime steps, postgres
+    config and API the hivesup images use) and benches/; returns why it could not, or None."""
     if docker("image", "inspect", "debian:trixie-slim", check=False).returncode != 0:
         return "debian:trixie-slim missing (run `bash images/base-image.sh`)"
-    if not (ROOT / "images" / "install-runtime.sh").exists():
-        return "images/ (install-runtime.sh, api/) not in this checkout"
-    r = docker("build", "-q", "-f", "benches/Dockerfile.supervisord", "-t", SUPERVISORD_IMAGE, str(ROOT), check=False, timeout=1800)
+    if not (images_src / "images" / "install-runtime.sh").exists():
+        return f"{images_src}/images (install-runtime.sh, api/) not found: pass --images-src"
+    with tempfile.TemporaryDirectory(prefix="hivesup-bench-ctx.") as ctx:
+        shutil.copytree(images_src / "images", Path(ctx) / "images", ignore=shutil.ignore_patterns("secrets"))
+        shutil.copytree(ROOT / "benches", Path(ctx) / "benches", ignore=shutil.ignore_patterns("__pycache__"))
+        r = docker("build", "-q", "-f", f"{ctx}/benches/Dockerfile.supervisord", "-t", SUPERVISORD_IMAGE, ctx,
+                   check=False, timeout=1800)
     return None if r.returncode == 0 else f"docker build failed: {r.stderr.strip()[-300:]}"
 
 
@@ -131,7 +138,7 @@ def run(table, reps: int, bench) -> None:
         table.add(sc, "all figures", "hivesup", None, "", "images not built: `docker image inspect hive-agent` failed")
         return
     images = [Image("hivesup", HIVESUP_IMAGE, 38887, "/health")]
-    why = build_supervisord_image()
+    why = build_supervisord_image(Path(bench.args.images_src))
     if why:
         table.add(sc, "all figures", "supervisord", None, "", f"comparison image not built: {why}")
     else:

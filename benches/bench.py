@@ -213,6 +213,7 @@ class Bench:
         (self.work / "bin").mkdir()
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.helper, str(ROOT / "benches" / "helper.c")], check=True)
         self.seq = 0
+        self.phase: dict[str, int] = {}
 
     def fresh(self, tag: str) -> Path:
         self.seq += 1
@@ -416,14 +417,22 @@ class Bench:
     # ------------------------------------------------------------ scenario 4: readiness gate
 
     def s4_ready(self, peer: str, how: str) -> dict:
-        d = self.fresh(f"ready-{how}-{peer}")
+        d = self.fresh(f"ready-{how.replace(', ', '-')}-{peer}")
         port = free_port()
         st = d / "stamps"
         if how == "notify" and peer == "supervisord":
             raise CannotExpress("no readiness protocol")
+        delay = 1500
+        if how == "poll, spread":
+            # 1.5 s is a multiple of the 100 ms interval, so with a fixed delay every run
+            # lands at the same phase of the probe schedule. Here run k listens at
+            # 1500 + (37 k mod 100) ms: 0, 37, 74, 11, 48, ... the same phases for every peer.
+            k = self.phase.get(peer, 0)
+            self.phase[peer] = k + 1
+            delay += (37 * k) % 100
         def a_argv(pr):
             mode = {"hivesup": "notify", "s6": "fd3"}.get(pr, "") if how == "notify" else ""
-            return [self.helper, "listen-after", "1500", str(port), str(st)] + ([mode] if mode else [])
+            return [self.helper, "listen-after", str(delay), str(port), str(st)] + ([mode] if mode else [])
         progs = [{"name": "a", "argv": a_argv, "priority": 100,
                   "ready": "notify" if how == "notify" else ("tcp", port)},
                  {"name": "b", "argv": [self.helper, "stamp", str(st), "b_exec", "sleep", "infinity"], "priority": 200}]
@@ -558,8 +567,12 @@ TARGETS = [
     ("3 SIGTERM, one ignores it (2 s stop timeout)", "SIGTERM → everything gone", "<=", 2010,
      "SIGKILL after a 2 s stop timeout, all gone ≤ 2.010 s"),
     ("5 start", "exec of supervisor → first program exec", "<=", 3, "exec → first program ≤ 3 ms"),
-    ("4 readiness gate, poll", "A listen() → B exec, 100 ms TCP poll", "<=", 60, "readiness gate, 100 ms poll ≤ 60 ms"),
-    ("4 readiness gate, poll", "A listen() → B exec, 100 ms TCP poll", "min>=", 0, "readiness gate: never early (min ≥ 0)"),
+    ("4 readiness gate, poll", "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s", "<=", 60,
+     "readiness gate, 100 ms poll ≤ 60 ms (A at 1.5 s)"),
+    ("4 readiness gate, poll, spread", "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s + 0..99 ms", "<=", 60,
+     "readiness gate, 100 ms poll ≤ 60 ms (phases spread)"),
+    ("4 readiness gate, poll", "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s", "min>=", 0,
+     "readiness gate: never early (min ≥ 0)"),
     ("4 readiness gate, notify", "A READY=1 → B exec (sd_notify; s6: notification-fd)", "<=", 2, "readiness gate, sd_notify ≤ 2 ms"),
     ("6 /health, 64 conn", "requests/s", ">=", 20000, "/health, 64 connections ≥ 20,000 req/s"),
     ("6 /health, 64 conn", "p99 latency", "<=", 2, "/health, 64 connections: p99 ≤ 2 ms"),
@@ -617,7 +630,14 @@ def repeat(table: Table, reps: int, scenario: str, peer: str, fn, figures: list[
         table.add(scenario, label, peer, vals[k], unit, note if vals[k] else "")
 
 
+def interrupted(signum, frame):
+    # SIGTERM (a CI timeout, make being stopped) unwinds like Ctrl-C, so every `with
+    # Namespace` kills the namespace it started on the way out.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short", action="store_true", help="fewer repetitions, no containers, capped supervisord orphans")
     ap.add_argument("--hivesup", default=os.environ.get("HIVESUP", str(ROOT / "target" / "release" / "hivesup")))
@@ -688,9 +708,11 @@ def main() -> int:
 
     if "4" in only:
         log("scenario 4: readiness gate")
-        for how in ("poll", "notify"):
+        for how in ("poll", "poll, spread", "notify"):
             for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
-                label = "A listen() → B exec, 100 ms TCP poll" if how == "poll" else "A READY=1 → B exec (sd_notify; s6: notification-fd)"
+                label = {"poll": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s",
+                         "poll, spread": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s + 0..99 ms",
+                         "notify": "A READY=1 → B exec (sd_notify; s6: notification-fd)"}[how]
                 repeat(t, reps, f"4 readiness gate, {how}", peer, lambda: b.s4_ready(peer, how),
                        [("gate_ms", label, "ms")],
                        note_fn=lambda r: "B started BEFORE A was ready" if r["gate_ms"] < 0 else "")

@@ -4,9 +4,9 @@
 # figures, to $(BENCH_OUT)/table.md and results.json. Neither asserts a wall-clock limit:
 # they fail only when a scenario could not run at all.
 #
-#   make bench        every scenario, 5 repetitions, containers included (~30 min)
+#   make bench        every scenario, 5 repetitions, containers included (~25 min here)
 #   make bench-short  2 repetitions, no containers, supervisord's 10,000 orphans capped
-#                     at 20 s (it needs ~100 s): a few minutes, for CI
+#                     at 20 s (it needs ~100 s): about 3 minutes here, for CI
 
 BENCH_TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BENCH_HIVESUP := $(BENCH_TARGET_DIR)/release/hivesup

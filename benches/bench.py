@@ -638,6 +638,10 @@ def interrupted(signum, frame):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
+    return run_all()
+
+
+def run_all() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--short", action="store_true", help="fewer repetitions, no containers, capped supervisord orphans")
     ap.add_argument("--hivesup", default=os.environ.get("HIVESUP", str(ROOT / "target" / "release" / "hivesup")))
@@ -662,6 +666,16 @@ def main() -> int:
             return 2
 
     b = Bench(a)
+    try:
+        return run_scenarios(a, b, only)
+    finally:
+        if a.keep:
+            log(f"kept {b.work}")
+        else:
+            shutil.rmtree(b.work, ignore_errors=True)
+
+
+def run_scenarios(a, b: "Bench", only: set) -> int:
     t = Table()
     started = time.monotonic()
     load_start = os.getloadavg()
@@ -769,10 +783,6 @@ def main() -> int:
         (out / "table.md").write_text(text)
         (out / "results.json").write_text(json.dumps([{"scenario": r[0], "figure": r[1], "peer": r[2], "values": r[3],
                                                        "unit": r[4], "note": r[5]} for r in t.rows], indent=1))
-    if a.keep:
-        log(f"kept {b.work}")
-    else:
-        shutil.rmtree(b.work, ignore_errors=True)
     if t.failed:
         print("scenarios that could not run:\n  " + "\n  ".join(t.failed), file=sys.stderr)
         return 1

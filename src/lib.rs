@@ -17,6 +17,7 @@
 //! - `client`, `query`: a tiny HTTP client, and the `health`/`status` commands on it.
 //! - `init`: single-child mode (`hivesup -- CMD`), reusing reaper, spawn and signals.
 //! - `logging`: hivesup's own log lines.
+//! - `pgboot`: `hivesup postgres init|provision`, the postgres bootstrap of the images.
 
 pub mod cli;
 pub mod client;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod init;
 pub mod logging;
 pub mod output;
+pub mod pgboot;
 pub mod probe;
 pub mod procs;
 pub mod program;

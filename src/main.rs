@@ -43,6 +43,9 @@ fn main() -> ExitCode {
                 Some(Command::Check) => Ok(check(&path)),
                 Some(Command::Health { addr }) => health(&path, addr.as_deref()),
                 Some(Command::Status { addr, json }) => status(&path, addr.as_deref(), json),
+                Some(Command::Postgres(args)) => hivesup::pgboot::run(args)
+                    .map(|()| 0)
+                    .map_err(anyhow::Error::from),
                 Some(Command::Exec(_)) => unreachable!("cli::parse turns Exec into Mode::Init"),
             }
         }

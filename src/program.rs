@@ -22,6 +22,7 @@
 //!  pending/backoff Stop                     stopped
 //!  stopping  Deadline | ForceKill           stopping   Kill (SIGKILL group + descendants), killed = true
 //!  stopping  Exited                         stopped    (or, after a ready timeout, a failed start)
+//!  starting/running MainExited              (same)     not ready, no deadline: leftovers are being stopped
 //! ```
 //! A failed start with `critical = true` that ends in `failed` also emits GiveUp.
 //! Failures reset when a program stayed up `backoff_reset`.
@@ -94,16 +95,29 @@ pub struct Program {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Start,
-    Spawned { pid: u32 },
-    SpawnFailed { error: String, code: i32 },
+    Spawned {
+        pid: u32,
+    },
+    SpawnFailed {
+        error: String,
+        code: i32,
+    },
+    /// The main process is gone but not yet everything of the program (see `Exited`).
+    MainExited,
     Exited(Exit),
     Ready,
-    NotReady { error: String },
+    NotReady {
+        error: String,
+    },
     HealthOk,
-    HealthFailed { error: String },
+    HealthFailed {
+        error: String,
+    },
     Deadline,
     Stop,
     ForceKill,
+    /// What the program left behind needed SIGKILL (reported just before `Exited`).
+    LeftoversKilled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +325,15 @@ pub fn step(
                 Some(StopIntent::Restart) => failed_start(cfg, &mut p, now, &mut actions),
                 _ => p.state = State::Stopped,
             }
+        }
+        (State::Stopping, Event::LeftoversKilled) => p.killed = true,
+        // Not ready, not healthy, and no settle or ready deadline can make it so while what
+        // it left behind is being stopped.
+        (State::Starting | State::Running, Event::MainExited) => {
+            p.ready = false;
+            p.healthy = false;
+            p.deadline = None;
+            actions.push(Action::CancelProbes);
         }
         // Anything else is stale (a probe result after exit, a second Start) and ignored.
         _ => {}
@@ -742,6 +765,33 @@ mod tests {
             ],
         );
         assert_eq!(p.state, State::Stopped);
+    }
+
+    #[test]
+    fn main_exit_cancels_readiness_until_everything_is_gone() {
+        let c = cfg();
+        let t0 = Instant::now();
+        let (p, a) = run(
+            &c,
+            t0,
+            &[
+                (0, Event::Start),
+                (0, Event::Spawned { pid: 1 }),
+                (10, Event::MainExited),
+            ],
+        );
+        assert_eq!(
+            (p.state, p.deadline, p.ready),
+            (State::Starting, None, false)
+        );
+        assert!(a.contains(&Action::CancelProbes));
+        let (p, _) = step(
+            &c,
+            p,
+            Event::Exited(Exit::Code(1)),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(p.state, State::Backoff);
     }
 
     #[test]

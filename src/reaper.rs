@@ -65,9 +65,16 @@ pub struct Spawned {
     pub stderr: Option<ChildStderr>,
 }
 
+/// Who waits for a pid, and whether hivesup spawned it (a program or a probe) or only
+/// watches it (a leftover reparented to us).
+struct Route {
+    tx: oneshot::Sender<Exit>,
+    spawned: bool,
+}
+
 #[derive(Default)]
 pub struct Reaper {
-    gate: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+    gate: Mutex<HashMap<i32, Route>>,
     orphans: Arc<AtomicU64>,
 }
 
@@ -83,7 +90,7 @@ impl Reaper {
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let (tx, rx) = oneshot::channel();
-        routes.insert(pid as i32, tx);
+        routes.insert(pid as i32, Route { tx, spawned: true });
         drop(routes);
         Ok(Spawned {
             pid,
@@ -103,15 +110,15 @@ impl Reaper {
             Err(Errno::ESRCH) => None,
             _ => {
                 let (tx, rx) = oneshot::channel();
-                routes.insert(pid as i32, tx);
+                routes.insert(pid as i32, Route { tx, spawned: false });
                 Some(rx)
             }
         }
     }
 
-    /// Whether `pid` is a child some part of hivesup is waiting for.
-    pub fn is_registered(&self, pid: u32) -> bool {
-        self.lock().contains_key(&(pid as i32))
+    /// Whether `pid` is a program or probe hivesup spawned and has not reaped yet.
+    pub fn is_spawned(&self, pid: u32) -> bool {
+        self.lock().get(&(pid as i32)).is_some_and(|r| r.spawned)
     }
 
     /// Orphans reaped so far (children nobody registered), as a shared counter.
@@ -136,8 +143,8 @@ impl Reaper {
             };
             match routes.remove(&pid.as_raw()) {
                 // A receiver that went away (an aborted probe) simply drops the status.
-                Some(tx) => {
-                    let _ = tx.send(exit);
+                Some(route) => {
+                    let _ = route.tx.send(exit);
                 }
                 None => {
                     self.orphans.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +154,7 @@ impl Reaper {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, oneshot::Sender<Exit>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Route>> {
         // A poisoned gate only means another thread panicked while holding it, and a
         // panic ends the process anyway (see main's panic hook).
         self.gate.lock().unwrap_or_else(|e| e.into_inner())

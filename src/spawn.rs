@@ -31,6 +31,12 @@ pub enum SpawnError {
         "failed to switch to user {user}: hivesup runs as uid {current}, not root, so it can only run programs as itself (remove `user` or run hivesup as root)"
     )]
     NotRoot { user: String, current: u32 },
+    #[error("failed to enter directory {}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to start {program}")]
     Exec {
         program: String,
@@ -153,6 +159,24 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             }
         }
     };
+
+    // chdir fails in the child with the same errno as a missing program would; check
+    // first so the message names the directory.
+    if let Some(dir) = &spec.directory {
+        let usable = std::fs::metadata(dir).and_then(|m| {
+            if m.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ENOTDIR))
+            }
+        });
+        if let Err(source) = usable {
+            return Err(SpawnError::Directory {
+                dir: dir.clone(),
+                source,
+            });
+        }
+    }
 
     let mut cmd = Command::new(&program);
     cmd.args(&spec.argv[1..]);

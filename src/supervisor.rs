@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -33,10 +34,17 @@ use crate::spawn::{self, SpawnSpec};
 /// Messages into the supervisor's mailbox.
 #[derive(Debug)]
 pub enum Message {
+    /// The program's main process exited; what it left behind may still be stopping.
+    MainExited {
+        idx: usize,
+        pid: u32,
+    },
+    /// The program's main process and everything it left behind are gone.
     Exited {
         idx: usize,
         pid: u32,
         exit: Exit,
+        leftovers_killed: bool,
     },
     Ready {
         idx: usize,
@@ -68,6 +76,15 @@ struct Slot {
     tasks: Vec<AbortHandle>,
     notify: Option<NotifySocket>,
     started_wall: Option<SystemTime>,
+    instance: Option<Instance>,
+}
+
+/// What the supervisor and the exit watcher of one running process share.
+struct Instance {
+    /// Clock ticks since boot just before the spawn: leftovers started after it.
+    since: u64,
+    /// The stop signal went to the group already: its members need no second one.
+    stop_sent: Arc<AtomicBool>,
 }
 
 struct Shutdown {
@@ -111,6 +128,7 @@ impl Supervisor {
                 tasks: Vec::new(),
                 notify: None,
                 started_wall: None,
+                instance: None,
             })
             .collect();
         let mut priorities: Vec<u32> = slots.iter().map(|s| s.cfg.priority).collect();
@@ -185,8 +203,19 @@ impl Supervisor {
 
     fn handle(&mut self, msg: Message, now: Instant) {
         match msg {
-            Message::Exited { idx, pid, exit } if self.slots[idx].state.pid == Some(pid) => {
+            Message::Exited {
+                idx,
+                pid,
+                exit,
+                leftovers_killed,
+            } if self.slots[idx].state.pid == Some(pid) => {
+                if leftovers_killed {
+                    self.apply(idx, Event::LeftoversKilled, now);
+                }
                 self.apply(idx, Event::Exited(exit), now)
+            }
+            Message::MainExited { idx, pid } if self.slots[idx].state.pid == Some(pid) => {
+                self.apply(idx, Event::MainExited, now)
             }
             Message::Ready { idx, pid } if self.slots[idx].state.pid == Some(pid) => {
                 self.apply(idx, Event::Ready, now)
@@ -266,7 +295,9 @@ impl Supervisor {
                 program = name,
                 exit = %fmt_exit(p.last_exit),
                 reason = p.last_error.as_deref().unwrap_or(""),
-                restart_in = %humantime::format_duration(p.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))),
+                restart_in = %humantime::format_duration(round_ms(
+                    p.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()))
+                )),
                 "failed; restarting"
             ),
             State::Failed => {
@@ -335,15 +366,33 @@ impl Supervisor {
                     self.output.pump(&name, Stream::Stderr, err.into());
                 }
                 self.slots[idx].started_wall = Some(SystemTime::now());
+                let stop_sent = Arc::new(AtomicBool::new(false));
+                self.slots[idx].instance = Some(Instance {
+                    since,
+                    stop_sent: stop_sent.clone(),
+                });
+                let watcher = ExitWatcher {
+                    reaper: self.reaper.clone(),
+                    program: name.clone(),
+                    me: self.me,
+                    pid,
+                    since,
+                    stop_signal: cfg.stop_signal,
+                    stop_timeout: cfg.stop_timeout,
+                    stop_sent,
+                };
                 let tx = self.tx.clone();
-                let reaper = self.reaper.clone();
-                let me = self.me;
-                let program = name.clone();
                 tokio::spawn(async move {
                     // The reaper never drops a registered sender without sending.
                     let Ok(exit) = child.exit.await else { return };
-                    kill_leftovers(&reaper, &program, me, pid, since).await;
-                    let _ = tx.send(Message::Exited { idx, pid, exit });
+                    let _ = tx.send(Message::MainExited { idx, pid });
+                    let leftovers_killed = watcher.clear_leftovers().await;
+                    let _ = tx.send(Message::Exited {
+                        idx,
+                        pid,
+                        exit,
+                        leftovers_killed,
+                    });
                 });
                 Event::Spawned { pid }
             }
@@ -473,6 +522,11 @@ impl Supervisor {
         let Some(pid) = self.slots[idx].state.pid else {
             return;
         };
+        if let Some(inst) = &self.slots[idx].instance {
+            if sig == self.slots[idx].cfg.stop_signal {
+                inst.stop_sent.store(true, Ordering::SeqCst);
+            }
+        }
         match killpg(Pid::from_raw(pid as i32), sig) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => {
@@ -489,7 +543,14 @@ impl Supervisor {
         };
         let table = procs::all();
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        for d in procs::descendants(&table, pid) {
+        let mut victims = procs::descendants(&table, pid);
+        // The main process may be gone already, its leftovers still lingering.
+        if let Some(inst) = &self.slots[idx].instance {
+            victims.extend(procs::leftovers(&table, self.me, pid, inst.since, |p| {
+                p == pid || self.reaper.is_spawned(p)
+            }));
+        }
+        for d in victims {
             let _ = kill(Pid::from_raw(d as i32), Signal::SIGKILL);
         }
     }
@@ -697,29 +758,80 @@ impl Supervisor {
     }
 }
 
-/// Kills what a program left behind when its main process exited (children that called
-/// setsid and were reparented to us), and waits until they are reaped, so that a
-/// restarted program never meets its predecessor's processes or shared memory.
-async fn kill_leftovers(reaper: &Reaper, program: &str, me: u32, pid: u32, since: u64) {
-    let table = procs::all();
-    let pids = procs::leftovers(&table, me, pid, since, |p| reaper.is_registered(p));
-    if pids.is_empty() {
-        return;
-    }
-    tracing::warn!(program, count = pids.len(), pids = ?pids, "killing processes the program left behind");
-    let mut waits = Vec::new();
-    for p in pids {
-        if let Some(rx) = reaper.watch(p) {
-            waits.push(rx);
+/// Watches one running process: once its main process exits, it deals with what the
+/// program left behind (children that called setsid and were reparented to us, group
+/// members still finishing), so the supervisor hears "exited" only when everything of
+/// the program is gone and a restart never meets its predecessor's processes or shared
+/// memory.
+struct ExitWatcher {
+    reaper: Arc<Reaper>,
+    program: Arc<str>,
+    me: u32,
+    pid: u32,
+    since: u64,
+    stop_signal: Signal,
+    stop_timeout: Duration,
+    stop_sent: Arc<AtomicBool>,
+}
+
+impl ExitWatcher {
+    /// Leftovers get the stop signal (unless the group had it already), `stop_timeout`
+    /// to finish, then SIGKILL. Returns whether SIGKILL was needed.
+    async fn clear_leftovers(&self) -> bool {
+        let deadline = Instant::now() + self.stop_timeout;
+        let mut signalled = false;
+        let mut killed = false;
+        // Each round waits for our direct children among the leftovers; their own
+        // children are reparented to us when they die and show up in the next round.
+        for _ in 0..64 {
+            let table = procs::all();
+            let left = procs::leftovers(&table, self.me, self.pid, self.since, |p| {
+                self.reaper.is_spawned(p)
+            });
+            if left.is_empty() {
+                return killed;
+            }
+            if !signalled {
+                signalled = true;
+                let group_had_it = self.stop_sent.load(Ordering::SeqCst);
+                tracing::info!(program = %self.program, pids = ?left, "waiting for processes the program left behind");
+                for s in table.iter().filter(|s| left.contains(&s.pid)) {
+                    if !(group_had_it && s.pgrp == self.pid) {
+                        let _ = kill(Pid::from_raw(s.pid as i32), self.stop_signal);
+                    }
+                }
+            }
+            let overdue = Instant::now() >= deadline;
+            if overdue {
+                tracing::warn!(program = %self.program, pids = ?left, "leftovers did not stop in time: sent SIGKILL");
+                killed = true;
+                for p in &left {
+                    let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
+                }
+            }
+            let waits: Vec<_> = table
+                .iter()
+                .filter(|s| left.contains(&s.pid) && s.ppid == self.me)
+                .filter_map(|s| self.reaper.watch(s.pid))
+                .collect();
+            let until = if overdue {
+                Instant::now() + LEFTOVER_GRACE
+            } else {
+                deadline
+            };
+            let _ = tokio::time::timeout_at(until.into(), async {
+                for w in waits {
+                    let _ = w.await;
+                }
+            })
+            .await;
+            if overdue && Instant::now() >= until {
+                tracing::error!(program = %self.program, "processes survived SIGKILL");
+                return killed;
+            }
         }
-        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        killed
     }
-    let _ = tokio::time::timeout(LEFTOVER_GRACE, async {
-        for w in waits {
-            let _ = w.await;
-        }
-    })
-    .await;
 }
 
 fn runtime_dir() -> std::io::Result<PathBuf> {
@@ -739,6 +851,10 @@ fn runtime_dir() -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no runtime directory")))
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis((d.as_secs_f64() * 1000.0).round() as u64)
 }
 
 fn far_future() -> Instant {

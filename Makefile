@@ -1,0 +1,84 @@
+# hive images and tests. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_RUN = $(COMPOSE) -f images/compose.yaml -p hive
+# compose checks every service's secret file, so both exist before any compose command.
+SECRETS = images/secrets/agent_db_password images/secrets/genie_db_password
+# Seconds `make agent`/`make genie` wait for Docker to report the container healthy.
+HEALTHY_TIMEOUT ?= 300
+
+.PHONY: help test lint lint-images images base-image \
+        agent agent-stop agent-logs genie genie-stop genie-logs
+
+help:
+	@echo "make agent | genie            build, start, wait until healthy, print the URLs"
+	@echo "make agent-stop | genie-stop  stop and remove the container (the data volume stays)"
+	@echo "make agent-logs | genie-logs  follow the container's log"
+	@echo "make test                     fmt, clippy, cargo test --locked (unit, host PostgreSQL, Docker, image lint)"
+	@echo "make lint-images              hadolint the Dockerfiles, validate deploy/kubernetes"
+	@echo "make images                   build both images"
+
+# The README's test command: format, lint, then every test (unit, host PostgreSQL,
+# Docker engine; hadolint and kubernetes-validate run as tests too).
+test: lint
+	cargo test --locked
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+lint-images:
+	hadolint Dockerfile.agent Dockerfile.genie
+	kubernetes-validate --strict deploy/kubernetes/agent.yaml deploy/kubernetes/genie.yaml
+
+base-image:
+	@bash images/base-image.sh
+
+images: base-image
+	docker build -f Dockerfile.agent -t hive-agent:latest .
+	docker build -f Dockerfile.genie -t hive-genie:latest .
+
+# One line, then stop, when no engine answers (before any recursive make adds noise).
+ENGINE = docker info >/dev/null 2>&1 || { echo "make: no Docker engine answers (docker info failed): start Docker, or check DOCKER_HOST and your permissions"; exit 1; }
+
+agent:
+	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=agent API_PORT=38886 HEALTH_PORT=38887
+genie:
+	@$(ENGINE) && $(MAKE) --no-print-directory _up SVC=genie API_PORT=48886 HEALTH_PORT=48887
+agent-stop: $(SECRETS)
+	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force agent
+genie-stop: $(SECRETS)
+	@$(ENGINE) && $(COMPOSE_RUN) rm --stop --force genie
+agent-logs:
+	@$(ENGINE) && docker logs --follow hive-agent
+genie-logs:
+	@$(ENGINE) && docker logs --follow hive-genie
+
+.PHONY: _up
+
+# The password secrets are generated once per checkout, outside git, readable by the
+# container's api user (compose bind-mounts it with these permissions).
+images/secrets/%_db_password:
+	@install -d -m 0700 images/secrets
+	@umask 022 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >$@
+	@echo "make: generated the database password in $@"
+
+_up: $(SECRETS)
+	@bash images/base-image.sh
+	$(COMPOSE_RUN) up -d --build $(SVC)
+	@deadline=$$((SECONDS + $(HEALTHY_TIMEOUT))); \
+	while :; do \
+	  status=$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' hive-$(SVC) 2>/dev/null); \
+	  case "$$status" in \
+	    healthy) break ;; \
+	    exited|dead|unhealthy) echo "make: hive-$(SVC) is $$status; last log lines:"; docker logs --tail 30 hive-$(SVC); exit 1 ;; \
+	  esac; \
+	  if (( SECONDS >= deadline )); then echo "make: hive-$(SVC) not healthy after $(HEALTHY_TIMEOUT)s (status: $$status)"; exit 1; fi; \
+	  sleep 1; \
+	done
+	@echo "hive-$(SVC) is healthy:"
+	@echo "  API     http://localhost:$(API_PORT)/api/v1/health"
+	@echo "  hivesup http://localhost:$(HEALTH_PORT)/health  (/status, /metrics, /livez, /readyz)"
+	@echo "  stop: make $(SVC)-stop   logs: make $(SVC)-logs"

@@ -19,6 +19,7 @@ help:
 	@echo "make test                     fmt, clippy, cargo test --locked (unit, host PostgreSQL, Docker, image lint)"
 	@echo "make lint-images              hadolint the Dockerfiles, validate deploy/kubernetes"
 	@echo "make images                   build both images"
+	@echo "make bench | bench-short      hivesup against supervisord, s6, tini, dumb-init (see README, Performance)"
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).
@@ -82,3 +83,5 @@ _up: $(SECRETS)
 	@echo "  API     http://localhost:$(API_PORT)/api/v1/health"
 	@echo "  hivesup http://localhost:$(HEALTH_PORT)/health  (/status, /metrics, /livez, /readyz)"
 	@echo "  stop: make $(SVC)-stop   logs: make $(SVC)-logs"
+
+include benches/bench.mk

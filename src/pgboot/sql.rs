@@ -131,7 +131,11 @@ mod tests {
         for pw in ["pw", "pässwörd with spaces", "'quote\"s\\"] {
             let v = scram_verifier(pw);
             assert!(v.starts_with("SCRAM-SHA-256$4096:"), "{v}");
-            assert!(!v.contains(pw));
+            // A two-letter password turns up in random base64 now and then (about 1 run in
+            // 40): only a password long enough not to appear by chance proves anything here.
+            if pw.chars().count() >= 8 {
+                assert!(!v.contains(pw));
+            }
             assert!(verifier_matches(&v, pw));
             assert!(!verifier_matches(&v, "other"));
             // The verifier is safe inside a literal without any escaping.

@@ -8,21 +8,10 @@ use crate::config::HttpTarget;
 pub async fn check(t: &HttpTarget, limit: Duration) -> Result<(), String> {
     let r = client::get(&t.host, t.port, &t.path, limit)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| crate::supervisor::error_chain(&e))?;
     if (200..300).contains(&r.status) {
         Ok(())
     } else {
         Err(format!("GET {} answered {}", t.path, r.status))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

@@ -119,6 +119,23 @@ pub fn resolve_user(spec: &UserSpec) -> Result<Credentials, SpawnError> {
     })
 }
 
+/// The credentials to switch to for `user`: `None` when hivesup already runs as that user
+/// (a non-root hivesup runs programs as itself), an error when it would need root.
+fn credentials_to_switch(u: &UserSpec) -> Result<Option<Credentials>, SpawnError> {
+    let c = resolve_user(u)?;
+    let current = nix::unistd::geteuid().as_raw();
+    if current == 0 {
+        Ok(Some(c))
+    } else if c.uid == current {
+        Ok(None)
+    } else {
+        Err(SpawnError::NotRoot {
+            user: user_label(u),
+            current,
+        })
+    }
+}
+
 /// What to run and how; everything the child needs, owned, before fork.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnSpec {
@@ -144,20 +161,7 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().cloned().unwrap_or_default();
     let creds = match &spec.user {
         None => None,
-        Some(u) => {
-            let c = resolve_user(u)?;
-            let current = nix::unistd::geteuid().as_raw();
-            if current == 0 {
-                Some(c)
-            } else if c.uid == current {
-                None
-            } else {
-                return Err(SpawnError::NotRoot {
-                    user: user_label(u),
-                    current,
-                });
-            }
-        }
+        Some(u) => credentials_to_switch(u)?,
     };
 
     // chdir fails in the child with the same errno as a missing program would; check
@@ -253,22 +257,8 @@ fn user_label(u: &UserSpec) -> String {
 pub fn preflight(p: &crate::config::ProgramConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let key = format!("programs.{}", p.name);
-    if let Some(u) = &p.user {
-        match resolve_user(u) {
-            Err(e) => problems.push(format!("{key}.user: {e}")),
-            Ok(c) => {
-                let current = nix::unistd::geteuid().as_raw();
-                if current != 0 && c.uid != current {
-                    problems.push(format!(
-                        "{key}.user: {}",
-                        SpawnError::NotRoot {
-                            user: user_label(u),
-                            current
-                        }
-                    ));
-                }
-            }
-        }
+    if let Some(Err(e)) = p.user.as_ref().map(credentials_to_switch) {
+        problems.push(format!("{key}.user: {e}"));
     }
     let argv = p.command.argv();
     let path_var = p

@@ -749,11 +749,7 @@ impl Supervisor {
         }
         tracing::info!(code, "all programs stopped");
         self.publish();
-        let output = std::mem::replace(
-            &mut self.output,
-            Output::start(crate::config::LogFormat::Text),
-        );
-        output.finish(Duration::from_secs(1)).await;
+        self.output.finish(Duration::from_secs(1)).await;
         code
     }
 }

@@ -13,7 +13,7 @@ pub async fn check(argv: &[String], ctx: &Context) -> Result<(), String> {
         silence: true,
         ..ctx.base.clone()
     };
-    let child = spawn::spawn(&ctx.reaper, &spec).map_err(|e| format!("{e}: {}", source_of(&e)))?;
+    let child = spawn::spawn(&ctx.reaper, &spec).map_err(|e| crate::supervisor::error_chain(&e))?;
     // If this future is dropped (timeout, program exit), kill the probe's group.
     let guard = KillOnDrop(child.pid);
     let exit = child
@@ -26,10 +26,6 @@ pub async fn check(argv: &[String], ctx: &Context) -> Result<(), String> {
     } else {
         Err(format!("{} {exit}", argv[0]))
     }
-}
-
-fn source_of(e: &dyn std::error::Error) -> String {
-    e.source().map(|s| s.to_string()).unwrap_or_default()
 }
 
 struct KillOnDrop(u32);

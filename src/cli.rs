@@ -1,4 +1,4 @@
-//! The command line: `hivesup [--config FILE] [check | health | status | postgres ...]`,
+//! The command line: `hivesup [--config FILE] [check | health | status | ctl | postgres ...]`,
 //! or `hivesup [--] CMD [ARGS...]` for init mode.
 
 use std::ffi::OsString;
@@ -41,6 +41,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Control a running hivesup through its control socket (status, start, stop, logs...)
+    Ctl(crate::ctl::CtlArgs),
     /// Prepare (init) or provision PostgreSQL: the images' bootstrap steps
     Postgres(crate::pgboot::PostgresArgs),
     /// Run CMD as the only child (init mode, like tini)

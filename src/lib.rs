@@ -15,6 +15,8 @@
 //! - `http`: the read-only health server, `router(rx)`.
 //! - `output`: program stdout/stderr -> prefixed lines on hivesup's own.
 //! - `client`, `query`: a tiny HTTP client, and the `health`/`status` commands on it.
+//! - `control`: the control socket (unix, 0600): operator commands in, never on the
+//!   health port. `ctl`: its client, `hivesup ctl`.
 //! - `init`: single-child mode (`hivesup -- CMD`), reusing reaper, spawn and signals.
 //! - `logging`: hivesup's own log lines.
 //! - `pgboot`: `hivesup postgres init|provision`, the postgres bootstrap of the images.
@@ -22,6 +24,8 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod http;
 pub mod init;
 pub mod logging;

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use hivesup::cli::{self, Command, Mode};
 use hivesup::config::{self, LoadError};
 use hivesup::supervisor::{Message, Supervisor};
-use hivesup::{http, init, logging, query, reaper, signals, spawn};
+use hivesup::{control, ctl, http, init, logging, query, reaper, signals, spawn};
 
 /// Exit code for an invalid config or command line.
 const USAGE: u8 = 2;
@@ -43,6 +43,14 @@ fn main() -> ExitCode {
                 Some(Command::Check) => Ok(check(&path)),
                 Some(Command::Health { addr }) => health(&path, addr.as_deref()),
                 Some(Command::Status { addr, json }) => status(&path, addr.as_deref(), json),
+                Some(Command::Ctl(args)) => match ctl::run(&path, args) {
+                    Ok(code) => Ok(code),
+                    Err(e) => {
+                        let code = e.exit_code();
+                        eprintln!("hivesup ctl: {:#}", anyhow::Error::from(e));
+                        Ok(code)
+                    }
+                },
                 Some(Command::Postgres(args)) => hivesup::pgboot::run(args)
                     .map(|()| 0)
                     .map_err(anyhow::Error::from),
@@ -113,6 +121,25 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
             Some(addr) => Some(bind(addr)?),
             None => None,
         };
+        let control = match &config.supervisor.control_socket {
+            Some(socket) => match control::bind(socket) {
+                Ok(l) => {
+                    tracing::info!("control socket on {}", socket.path.display());
+                    Some((l, socket.path.clone()))
+                }
+                Err(e) if socket.explicit => {
+                    return Err(anyhow::Error::from(e).context("supervisor.control_socket"));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "control socket disabled: {:#} (set supervisor.control_socket to a writable path, or \"\" to silence this)",
+                        anyhow::Error::from(e)
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let reaper = Arc::new(reaper::Reaper::new());
         let (supervisor, handle) = Supervisor::new(&config, reaper.clone());
         let mailbox = handle.mailbox.clone();
@@ -130,9 +157,21 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
                 }
             })
         });
+        let control = control.map(|(listener, path)| {
+            let ctx = control::Context {
+                mailbox: handle.mailbox.clone(),
+                snapshots: handle.snapshots.clone(),
+                logs: handle.logs.clone(),
+            };
+            (tokio::spawn(control::serve(listener, ctx)), path)
+        });
         let code = supervisor.run(std::future::pending()).await;
         if let Some(s) = server {
             s.abort();
+        }
+        if let Some((task, path)) = control {
+            task.abort();
+            control::remove(&path);
         }
         Ok(code)
     })

@@ -7,16 +7,22 @@
 //! supervisor's loop: it fills the channel, and the back-pressure reaches only the
 //! programs that write, through their pipes. Readers run to EOF, so the last lines a
 //! program writes before it exits are not lost, and [`Output::finish`] flushes them.
+//!
+//! Every line is also kept in [`Logs`]: a bounded ring per program (for `ctl logs`) and a
+//! broadcast for followers (`ctl logs -f`). A follower that falls behind loses lines, never
+//! slows a program down.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
 use crate::config::LogFormat;
@@ -24,8 +30,13 @@ use crate::config::LogFormat;
 /// Longer lines are split: one line must not hold an unbounded buffer.
 const MAX_LINE: usize = 16 * 1024;
 const QUEUE: usize = 1024;
+/// What `ctl logs` can show: the last lines of each program, within both bounds.
+pub const RING_LINES: usize = 1000;
+pub const RING_BYTES: usize = 1024 * 1024;
+/// Lines a `ctl logs -f` follower may lag behind before it misses some.
+const FOLLOW_QUEUE: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -38,10 +49,75 @@ struct Line {
     text: Vec<u8>,
 }
 
+/// One line of a program's output, as `ctl logs` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub program: String,
+    pub stream: Stream,
+    /// Unix time in seconds.
+    pub time: f64,
+    pub line: String,
+}
+
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<Arc<LogLine>>,
+    bytes: usize,
+}
+
+/// The recent output of every program, and a feed of new lines.
+pub struct Logs {
+    rings: Mutex<HashMap<String, Ring>>,
+    feed: broadcast::Sender<Arc<LogLine>>,
+}
+
+impl Logs {
+    fn new() -> Self {
+        Logs {
+            rings: Mutex::new(HashMap::new()),
+            feed: broadcast::channel(FOLLOW_QUEUE).0,
+        }
+    }
+
+    fn record(&self, line: LogLine) {
+        let line = Arc::new(line);
+        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = rings.entry(line.program.clone()).or_default();
+        ring.bytes += line.line.len();
+        ring.lines.push_back(line.clone());
+        while ring.lines.len() > RING_LINES || ring.bytes > RING_BYTES {
+            match ring.lines.pop_front() {
+                Some(old) => ring.bytes -= old.line.len(),
+                None => break,
+            }
+        }
+        // Sent under the lock, so `tail_and_follow` sees every line exactly once.
+        let _ = self.feed.send(line);
+    }
+
+    /// The last `n` lines of `program`, and (for `-f`) a feed of the lines after them.
+    pub fn tail_and_follow(
+        &self,
+        program: &str,
+        n: usize,
+    ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = rings
+            .get(program)
+            .map(|r| {
+                let skip = r.lines.len().saturating_sub(n);
+                r.lines.iter().skip(skip).cloned().collect()
+            })
+            .unwrap_or_default();
+        (tail, self.feed.subscribe())
+    }
+}
+
 pub struct Output {
     tx: mpsc::Sender<Line>,
     writer: Option<JoinHandle<()>>,
     readers: JoinSet<()>,
+    logs: Arc<Logs>,
 }
 
 impl Output {
@@ -85,7 +161,12 @@ impl Output {
             tx,
             writer: Some(writer),
             readers: JoinSet::new(),
+            logs: Arc::new(Logs::new()),
         }
+    }
+
+    pub fn logs(&self) -> Arc<Logs> {
+        self.logs.clone()
     }
 
     /// Starts reading one pipe of a program until EOF.
@@ -97,9 +178,13 @@ impl Output {
                 return;
             }
         };
-        let tx = self.tx.clone();
-        let program = program.clone();
-        self.readers.spawn(read_lines(rx, program, stream, tx));
+        let sink = Sink {
+            tx: self.tx.clone(),
+            logs: self.logs.clone(),
+            program: program.clone(),
+            stream,
+        };
+        self.readers.spawn(read_lines(rx, sink));
         // Reap finished reader tasks so the set does not grow with every restart.
         while self.readers.try_join_next().is_some() {}
     }
@@ -118,12 +203,37 @@ impl Output {
     }
 }
 
-async fn read_lines(
-    mut rx: pipe::Receiver,
+/// Where one pipe's lines go: the writer thread and the ring.
+struct Sink {
+    tx: mpsc::Sender<Line>,
+    logs: Arc<Logs>,
     program: Arc<str>,
     stream: Stream,
-    tx: mpsc::Sender<Line>,
-) {
+}
+
+impl Sink {
+    async fn send(&self, mut text: Vec<u8>) -> Result<(), ()> {
+        if text.last() == Some(&b'\r') {
+            text.pop();
+        }
+        self.logs.record(LogLine {
+            program: self.program.to_string(),
+            stream: self.stream,
+            time: crate::snapshot::unix(SystemTime::now()),
+            line: String::from_utf8_lossy(&text).into_owned(),
+        });
+        self.tx
+            .send(Line {
+                program: self.program.clone(),
+                stream: self.stream,
+                text,
+            })
+            .await
+            .map_err(drop)
+    }
+}
+
+async fn read_lines(mut rx: pipe::Receiver, sink: Sink) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -136,7 +246,7 @@ async fn read_lines(
         while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
             let text = buf[start..start + i].to_vec();
             start += i + 1;
-            if send(&tx, &program, stream, text).await.is_err() {
+            if sink.send(text).await.is_err() {
                 return;
             }
         }
@@ -144,32 +254,14 @@ async fn read_lines(
         while buf.len() >= MAX_LINE {
             let rest = buf.split_off(MAX_LINE);
             let text = std::mem::replace(&mut buf, rest);
-            if send(&tx, &program, stream, text).await.is_err() {
+            if sink.send(text).await.is_err() {
                 return;
             }
         }
     }
     if !buf.is_empty() {
-        let _ = send(&tx, &program, stream, buf).await;
+        let _ = sink.send(buf).await;
     }
-}
-
-async fn send(
-    tx: &mpsc::Sender<Line>,
-    program: &Arc<str>,
-    stream: Stream,
-    mut text: Vec<u8>,
-) -> Result<(), ()> {
-    if text.last() == Some(&b'\r') {
-        text.pop();
-    }
-    tx.send(Line {
-        program: program.clone(),
-        stream,
-        text,
-    })
-    .await
-    .map_err(drop)
 }
 
 #[derive(Serialize)]
@@ -209,6 +301,58 @@ mod tests {
             stream: Stream::Stderr,
             text: text.as_bytes().to_vec(),
         }
+    }
+
+    fn log(program: &str, i: usize) -> LogLine {
+        LogLine {
+            program: program.into(),
+            stream: Stream::Stdout,
+            time: 0.0,
+            line: format!("line {i}"),
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_last_lines_per_program() {
+        let logs = Logs::new();
+        for i in 0..RING_LINES + 5 {
+            logs.record(log("a", i));
+        }
+        logs.record(log("b", 0));
+        let (tail, _) = logs.tail_and_follow("a", 3);
+        let got: Vec<&str> = tail.iter().map(|l| l.line.as_str()).collect();
+        let n = RING_LINES + 5;
+        let want = [n - 3, n - 2, n - 1].map(|i| format!("line {i}"));
+        assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>());
+        let (all, _) = logs.tail_and_follow("a", usize::MAX);
+        assert_eq!(all.len(), RING_LINES);
+        assert!(logs.tail_and_follow("nobody", 10).0.is_empty());
+    }
+
+    #[test]
+    fn ring_is_bounded_in_bytes() {
+        let logs = Logs::new();
+        let big = "x".repeat(MAX_LINE);
+        for _ in 0..200 {
+            logs.record(LogLine {
+                line: big.clone(),
+                ..log("a", 0)
+            });
+        }
+        let (all, _) = logs.tail_and_follow("a", usize::MAX);
+        assert!(all.iter().map(|l| l.line.len()).sum::<usize>() <= RING_BYTES);
+        assert_eq!(all.len(), RING_BYTES / MAX_LINE);
+    }
+
+    #[test]
+    fn followers_see_each_new_line_once() {
+        let logs = Logs::new();
+        logs.record(log("a", 0));
+        let (tail, mut rx) = logs.tail_and_follow("a", 10);
+        assert_eq!(tail.len(), 1);
+        logs.record(log("a", 1));
+        assert_eq!(rx.try_recv().unwrap().line, "line 1");
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

@@ -23,7 +23,15 @@
 //!  stopping  Deadline | ForceKill           stopping   Kill (SIGKILL group + descendants), killed = true
 //!  stopping  Exited                         stopped    (or, after a ready timeout, a failed start)
 //!  starting/running MainExited              (same)     not ready, no deadline: leftovers are being stopped
+//!  *alive*   Hold (ctl stop)                stopping   stop_signal; once gone: stopped, held
+//!  pending/backoff/exited/failed Hold       stopped    held
+//!  stopping  Exited (held)                  stopped    held: no restart until Release
+//!  stopped/exited/failed/backoff Release    starting   Spawn; failures and backoff reset, held = false
+//!  *alive*   Respawn (ctl restart, reload)  stopping   stop_signal; once gone: starting (Spawn, restarts += 1)
+//!  stopped/exited/failed/backoff Respawn    starting   as Release
 //! ```
+//! A held program (stopped by the operator) counts as where it should be (`ok`), and keeps
+//! the priority gate open: stopping the API by hand is not an outage.
 //! A failed start with `critical = true` that ends in `failed` also emits GiveUp.
 //! Failures reset when a program stayed up `backoff_reset`.
 
@@ -70,6 +78,10 @@ pub enum StopIntent {
     Shutdown,
     /// It did not become ready in time: once gone, that is a failed start.
     Restart,
+    /// The operator stopped it: once gone it stays stopped.
+    Hold,
+    /// The operator restarted it (or its definition changed): once gone, start again.
+    Respawn,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +102,8 @@ pub struct Program {
     pub stop_intent: Option<StopIntent>,
     /// SIGKILL was needed to stop it.
     pub killed: bool,
+    /// Stopped by the operator (`ctl stop`): stays stopped, and that is intended.
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +132,12 @@ pub enum Event {
     ForceKill,
     /// What the program left behind needed SIGKILL (reported just before `Exited`).
     LeftoversKilled,
+    /// `ctl stop`: stop and stay stopped.
+    Hold,
+    /// `ctl start`: start a program that is not running, now.
+    Release,
+    /// `ctl restart` or a changed definition: stop if running, then start.
+    Respawn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,12 +171,18 @@ impl Program {
             deadline: None,
             stop_intent: None,
             killed: false,
+            held: false,
         }
     }
 
     /// Ready for the next priority to start: running and ready, or a oneshot done.
     pub fn gate_open(&self) -> bool {
-        matches!(self.state, State::Running | State::Exited)
+        matches!(self.state, State::Running | State::Exited) || self.held_stopped()
+    }
+
+    /// Stopped by the operator and fully gone.
+    pub fn held_stopped(&self) -> bool {
+        self.held && self.state == State::Stopped && self.pid.is_none()
     }
 
     /// Where it should be: daemons running, ready and healthy; oneshots exited 0.
@@ -164,6 +190,7 @@ impl Program {
         match self.state {
             State::Running => self.ready && self.healthy,
             State::Exited => true,
+            State::Stopped => self.held_stopped(),
             _ => false,
         }
     }
@@ -304,6 +331,30 @@ pub fn step(
             begin_stop(cfg, &mut p, StopIntent::Shutdown, now, &mut actions);
         }
         (State::Stopping, Event::Stop) => p.stop_intent = Some(StopIntent::Shutdown),
+        (State::Starting | State::Running, Event::Hold) if p.pid.is_some() => {
+            begin_stop(cfg, &mut p, StopIntent::Hold, now, &mut actions);
+        }
+        (State::Stopping, Event::Hold) if p.stop_intent != Some(StopIntent::Shutdown) => {
+            p.stop_intent = Some(StopIntent::Hold);
+        }
+        (
+            State::Pending | State::Backoff | State::Exited | State::Failed | State::Stopped,
+            Event::Hold,
+        ) => {
+            p.state = State::Stopped;
+            p.deadline = None;
+            p.held = true;
+        }
+        (State::Starting | State::Running, Event::Respawn) if p.pid.is_some() => {
+            begin_stop(cfg, &mut p, StopIntent::Respawn, now, &mut actions);
+        }
+        (State::Stopping, Event::Respawn) if p.stop_intent != Some(StopIntent::Shutdown) => {
+            p.stop_intent = Some(StopIntent::Respawn);
+        }
+        (
+            State::Backoff | State::Exited | State::Failed | State::Stopped,
+            Event::Release | Event::Respawn,
+        ) => start_now(cfg, &mut p, &mut actions),
         (State::Stopping, Event::Deadline)
         | (State::Starting | State::Running | State::Stopping, Event::ForceKill)
             if p.pid.is_some() =>
@@ -323,6 +374,16 @@ pub fn step(
             p.healthy = false;
             match p.stop_intent.take() {
                 Some(StopIntent::Restart) => failed_start(cfg, &mut p, now, &mut actions),
+                Some(StopIntent::Respawn) => {
+                    p.restarts += 1;
+                    start_now(cfg, &mut p, &mut actions);
+                }
+                Some(StopIntent::Hold) => {
+                    p.state = State::Stopped;
+                    p.held = true;
+                    // SIGKILL for an operator's stop says nothing about hivesup's own exit.
+                    p.killed = false;
+                }
                 _ => p.state = State::Stopped,
             }
         }
@@ -339,6 +400,18 @@ pub fn step(
         _ => {}
     }
     (p, actions)
+}
+
+/// A start the operator asked for: not a retry, so the failure count starts afresh.
+fn start_now(cfg: &ProgramConfig, p: &mut Program, actions: &mut Vec<Action>) {
+    p.state = State::Starting;
+    p.held = false;
+    p.deadline = None;
+    p.failures = 0;
+    p.next_backoff = cfg.restart_backoff;
+    p.last_error = None;
+    p.killed = false;
+    actions.push(Action::Spawn);
 }
 
 fn become_ready(cfg: &ProgramConfig, p: &mut Program, actions: &mut Vec<Action>) {
@@ -808,5 +881,109 @@ mod tests {
             ],
         );
         assert_eq!((p.state, a), (State::Pending, vec![]));
+    }
+
+    /// Running and ready, pid 7, at t0.
+    fn running(c: &ProgramConfig, t0: Instant) -> Program {
+        let (p, _) = run(
+            c,
+            t0,
+            &[
+                (0, Event::Start),
+                (0, Event::Spawned { pid: 7 }),
+                (1000, Event::Deadline),
+            ],
+        );
+        assert_eq!(p.state, State::Running);
+        p
+    }
+
+    #[test]
+    fn operator_stop_holds_until_released() {
+        let mut c = cfg();
+        c.restart = Restart::Always;
+        c.critical = true;
+        let t0 = Instant::now();
+        let p = running(&c, t0);
+        let (p, a) = step(&c, p, Event::Hold, t0);
+        assert_eq!(p.state, State::Stopping);
+        assert!(a.contains(&Action::Signal(c.stop_signal)));
+        // Gone: stopped and held, no restart, no give-up although critical.
+        let (p, a) = step(&c, p, Event::Exited(Exit::Signal(15)), t0);
+        assert_eq!((p.state, p.held, p.pid), (State::Stopped, true, None));
+        assert!(a.is_empty(), "{a:?}");
+        assert!(p.ok() && p.gate_open() && p.held_stopped());
+        // A deadline or a stale Start does nothing to a held program.
+        let (p, a) = step(&c, p, Event::Deadline, t0);
+        let (p, b) = step(&c, p, Event::Start, t0);
+        assert_eq!((p.state, a, b), (State::Stopped, vec![], vec![]));
+        // Release starts it with a clean slate.
+        let (p, a) = step(&c, p, Event::Release, t0);
+        assert_eq!((p.state, p.held, p.failures), (State::Starting, false, 0));
+        assert_eq!(a, vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn operator_stop_needing_sigkill_does_not_mark_the_exit() {
+        let c = cfg();
+        let t0 = Instant::now();
+        let p = running(&c, t0);
+        let (p, _) = step(&c, p, Event::Hold, t0);
+        let (p, a) = step(&c, p, Event::Deadline, t0 + c.stop_timeout);
+        assert!(p.killed && a.contains(&Action::Kill));
+        let (p, _) = step(&c, p, Event::Exited(Exit::Signal(9)), t0);
+        assert!(p.held_stopped() && !p.killed);
+    }
+
+    #[test]
+    fn respawn_stops_then_starts_without_counting_a_failure() {
+        let c = cfg();
+        let t0 = Instant::now();
+        let p = running(&c, t0);
+        let (p, _) = step(&c, p, Event::Respawn, t0);
+        assert_eq!(p.state, State::Stopping);
+        let (p, a) = step(&c, p, Event::Exited(Exit::Code(0)), t0);
+        assert_eq!((p.state, p.restarts, p.failures), (State::Starting, 1, 0));
+        assert_eq!(a, vec![Action::Spawn]);
+        // From failed, backoff or exited it starts at once.
+        for state in [State::Failed, State::Backoff, State::Exited] {
+            let mut q = Program::new(&c);
+            q.state = state;
+            q.failures = 3;
+            let (q, a) = step(&c, q, Event::Respawn, t0);
+            assert_eq!(
+                (q.state, q.failures, a),
+                (State::Starting, 0, vec![Action::Spawn])
+            );
+        }
+    }
+
+    #[test]
+    fn shutdown_wins_over_operator_commands() {
+        let c = cfg();
+        let t0 = Instant::now();
+        let p = running(&c, t0);
+        let (p, _) = step(&c, p, Event::Stop, t0);
+        let (p, _) = step(&c, p, Event::Respawn, t0);
+        let (p, _) = step(&c, p, Event::Hold, t0);
+        assert_eq!(p.stop_intent, Some(StopIntent::Shutdown));
+        let (p, a) = step(&c, p, Event::Exited(Exit::Code(0)), t0);
+        assert_eq!((p.state, p.held, a), (State::Stopped, false, vec![]));
+    }
+
+    #[test]
+    fn hold_of_a_program_without_a_process() {
+        let c = cfg();
+        let t0 = Instant::now();
+        for state in [State::Pending, State::Backoff, State::Exited, State::Failed] {
+            let mut q = Program::new(&c);
+            q.state = state;
+            q.deadline = Some(t0);
+            let (q, a) = step(&c, q, Event::Hold, t0);
+            assert_eq!(
+                (q.state, q.held, q.deadline, a),
+                (State::Stopped, true, None, vec![])
+            );
+        }
     }
 }

@@ -108,7 +108,11 @@ pub fn render_table(snap: &Snapshot) -> String {
     for (name, p) in &snap.programs {
         rows.push([
             name.clone(),
-            p.state.as_str().to_string(),
+            if p.held {
+                "stopped (held)".to_string()
+            } else {
+                p.state.as_str().to_string()
+            },
             p.pid.map_or("-".into(), |p| p.to_string()),
             p.uptime_seconds.map_or("-".into(), |s| {
                 humantime::format_duration(Duration::from_secs(s as u64)).to_string()

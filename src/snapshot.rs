@@ -63,6 +63,9 @@ pub struct ProgramSnapshot {
     pub start_time: Option<f64>,
     /// Where it should be (counts towards 200 on /health).
     pub ok: bool,
+    /// Stopped by the operator (`hivesup ctl stop`): intended, so `ok`.
+    #[serde(default)]
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ pub struct Snapshot {
     pub programs: BTreeMap<String, ProgramSnapshot>,
     #[serde(skip)]
     pub orphans_reaped: Option<Arc<AtomicU64>>,
+    /// Counts publications, so a reader can wait for the first snapshot after a command.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl Snapshot {
@@ -95,7 +101,9 @@ impl Snapshot {
     pub fn verbose(&self, what: &str) -> String {
         let mut out = String::new();
         for (name, p) in &self.programs {
-            if p.ok {
+            if p.held {
+                let _ = writeln!(out, "[+]{name} ok (stopped by operator)");
+            } else if p.ok {
                 let _ = writeln!(out, "[+]{name} ok");
             } else {
                 let reason = match &p.last_probe_error {
@@ -152,6 +160,13 @@ impl Snapshot {
             "1 if the program's health probe passes.",
             "gauge",
             &|p| b(p.healthy),
+        );
+        gauge(
+            &mut out,
+            "hivesup_program_held",
+            "1 if the operator stopped the program (hivesup ctl stop).",
+            "gauge",
+            &|p| b(p.held),
         );
         gauge(
             &mut out,
@@ -220,6 +235,7 @@ pub(crate) mod tests {
             priority: 100,
             start_time: Some(1000.0),
             ok,
+            held: false,
         }
     }
 
@@ -234,6 +250,7 @@ pub(crate) mod tests {
             status,
             programs,
             orphans_reaped: Some(Arc::new(AtomicU64::new(7))),
+            seq: 0,
         }
     }
 

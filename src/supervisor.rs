@@ -6,6 +6,11 @@
 //! No polling tick drives it. Programs start by priority groups (lower first); a group
 //! starts only when every lower one is ready, and shutdown stops groups in reverse order,
 //! each after the previous one has fully exited.
+//!
+//! Operator commands (`hivesup ctl`, through `control.rs`) arrive as [`Message::Control`]
+//! and are events like any other, so two commands on one program are serialised here and
+//! a program is never started twice. A reload validates the whole new config first and
+//! changes nothing when it is invalid.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,12 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::sleep_until;
 
-use crate::config::{Config, ProgramConfig, ReadyCheck};
-use crate::output::{Output, Stream};
+use crate::config::{self, Config, ProgramConfig, ReadyCheck};
+use crate::output::{Logs, Output, Stream};
 use crate::probe::{self, NotifySocket};
 use crate::procs;
 use crate::program::{self, Action, Event, Program, State};
@@ -61,6 +66,41 @@ pub enum Message {
         result: Result<(), String>,
     },
     Signal(Signal),
+    /// An operator's command; the reply says what happened and what to wait for.
+    Control {
+        command: Command,
+        reply: oneshot::Sender<Result<Ack, String>>,
+    },
+}
+
+/// What `hivesup ctl` can ask the supervisor to do. Status and logs need no supervisor:
+/// they are read from snapshots and the output rings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Start(String),
+    Stop(String),
+    Restart(String),
+    Signal(String, Signal),
+    Reload,
+    Shutdown,
+}
+
+/// The supervisor's answer to a [`Command`] it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub message: String,
+    /// The command is complete once a snapshot of at least this sequence number shows it.
+    pub after: u64,
+    pub wait: Option<Wait>,
+}
+
+/// What a command's caller waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// The program has no process left.
+    Stopped(String),
+    /// The program is running and ready (a oneshot: exited 0).
+    Ready(String),
 }
 
 /// How long leftovers of an exited program get to disappear after SIGKILL.
@@ -77,6 +117,26 @@ struct Slot {
     notify: Option<NotifySocket>,
     started_wall: Option<SystemTime>,
     instance: Option<Instance>,
+    /// A changed definition (reload) that takes over at the next spawn.
+    next_cfg: Option<Arc<ProgramConfig>>,
+    /// Removed by a reload: stopping or gone, no longer part of any group.
+    retired: bool,
+}
+
+impl Slot {
+    fn new(p: &ProgramConfig) -> Slot {
+        Slot {
+            cfg: Arc::new(p.clone()),
+            name: Arc::from(p.name.as_str()),
+            state: Program::new(p),
+            tasks: Vec::new(),
+            notify: None,
+            started_wall: None,
+            instance: None,
+            next_cfg: None,
+            retired: false,
+        }
+    }
 }
 
 /// What the supervisor and the exit watcher of one running process share.
@@ -107,72 +167,88 @@ pub struct Supervisor {
     give_up_code: Option<i32>,
     runtime_dir: Option<PathBuf>,
     me: u32,
+    config: Config,
+    /// Snapshots published so far.
+    seq: u64,
 }
 
 /// What the outside world holds: a way to send messages and the snapshot stream.
 pub struct Handle {
     pub mailbox: mpsc::UnboundedSender<Message>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub logs: Arc<Logs>,
 }
 
 impl Supervisor {
     pub fn new(config: &Config, reaper: Arc<Reaper>) -> (Self, Handle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let slots: Vec<Slot> = config
-            .programs
-            .iter()
-            .map(|p| Slot {
-                cfg: Arc::new(p.clone()),
-                name: Arc::from(p.name.as_str()),
-                state: Program::new(p),
-                tasks: Vec::new(),
-                notify: None,
-                started_wall: None,
-                instance: None,
-            })
-            .collect();
-        let mut priorities: Vec<u32> = slots.iter().map(|s| s.cfg.priority).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
-        let groups = priorities
-            .into_iter()
-            .map(|prio| {
-                (
-                    prio,
-                    (0..slots.len())
-                        .filter(|&i| slots[i].cfg.priority == prio)
-                        .collect(),
-                )
-            })
-            .collect();
+        let slots: Vec<Slot> = config.programs.iter().map(Slot::new).collect();
         let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot {
             status: Overall::Starting,
             programs: Default::default(),
             orphans_reaped: Some(reaper.orphan_counter()),
+            seq: 0,
         }));
-        let sup = Supervisor {
+        let output = Output::start(config.supervisor.log_format);
+        let logs = output.logs();
+        let mut sup = Supervisor {
             slots,
-            groups,
+            groups: Vec::new(),
             released: 0,
             shutdown_timeout: config.supervisor.shutdown_timeout,
             reaper,
             tx: tx.clone(),
             rx,
             snapshot: snap_tx,
-            output: Output::start(config.supervisor.log_format),
+            output,
             shutdown: None,
             give_up_code: None,
             runtime_dir: None,
             me: std::process::id(),
+            config: config.clone(),
+            seq: 0,
         };
+        sup.regroup();
         sup.publish();
         (
             sup,
             Handle {
                 mailbox: tx,
                 snapshots: snap_rx,
+                logs,
             },
         )
+    }
+
+    /// Groups the live programs by ascending priority. A group counts as released once
+    /// none of its members waits to be started.
+    fn regroup(&mut self) {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| !self.slots[i].retired)
+            .collect();
+        let mut priorities: Vec<u32> = live.iter().map(|&i| self.slots[i].cfg.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        self.groups = priorities
+            .into_iter()
+            .map(|prio| {
+                let members = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.slots[i].cfg.priority == prio)
+                    .collect();
+                (prio, members)
+            })
+            .collect();
+        self.released = self
+            .groups
+            .iter()
+            .take_while(|(_, members)| {
+                members
+                    .iter()
+                    .all(|&i| self.slots[i].state.state != State::Pending)
+            })
+            .count();
     }
 
     /// Runs until everything has stopped; returns hivesup's exit code.
@@ -229,6 +305,19 @@ impl Supervisor {
                     Err(error) => Event::HealthFailed { error },
                 };
                 self.apply(idx, event, now);
+            }
+            Message::Control { command, reply } => {
+                let result = self.control(command, now);
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "control command refused");
+                }
+                let _ = reply.send(result);
+            }
+            Message::Signal(Signal::SIGHUP) if self.config.supervisor.reload_on_sighup => {
+                match self.reload(now) {
+                    Ok(ack) => tracing::info!("SIGHUP: {}", ack.message),
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
             }
             Message::Signal(sig) if signals::STOP.contains(&sig) => {
                 if self.shutdown.is_some() {
@@ -331,6 +420,9 @@ impl Supervisor {
     }
 
     fn spawn_program(&mut self, idx: usize) -> Event {
+        if let Some(next) = self.slots[idx].next_cfg.take() {
+            self.slots[idx].cfg = next;
+        }
         let cfg = self.slots[idx].cfg.clone();
         let name = self.slots[idx].name.clone();
         let mut env = cfg.environment.clone();
@@ -558,7 +650,8 @@ impl Supervisor {
     fn forward(&self, sig: Signal) {
         let mut sent = 0;
         for (idx, slot) in self.slots.iter().enumerate() {
-            if slot.state.pid.is_some() && slot.cfg.forward_signals.contains(&sig) {
+            if !slot.retired && slot.state.pid.is_some() && slot.cfg.forward_signals.contains(&sig)
+            {
                 self.signal_group(idx, sig);
                 sent += 1;
             }
@@ -584,6 +677,198 @@ impl Supervisor {
                 self.apply(i, Event::Start, now);
             }
         }
+    }
+
+    /// Carries out an operator's command (see [`Command`]).
+    fn control(&mut self, command: Command, now: Instant) -> Result<Ack, String> {
+        if self.shutdown.is_some() {
+            return Err("hivesup is shutting down".into());
+        }
+        // The snapshot published after this message shows the command's effect.
+        let after = self.seq + 1;
+        let ack = |message: String, wait: Option<Wait>| {
+            Ok(Ack {
+                message,
+                after,
+                wait,
+            })
+        };
+        match command {
+            Command::Shutdown => {
+                self.begin_shutdown("hivesup ctl shutdown", now);
+                ack("stopping all programs".into(), None)
+            }
+            Command::Reload => self.reload(now),
+            Command::Start(name) => {
+                let idx = self.find(&name)?;
+                let p = &self.slots[idx].state;
+                let wait = Some(Wait::Ready(name.clone()));
+                match p.state {
+                    State::Pending => Err(format!(
+                        "{name} has not started yet: it starts when every lower priority is ready"
+                    )),
+                    State::Running => ack(format!("{name} is already running"), None),
+                    State::Starting => ack(format!("{name} is already starting"), wait),
+                    State::Stopping => {
+                        tracing::info!(program = %name, "ctl start: will start again once stopped");
+                        self.apply(idx, Event::Respawn, now);
+                        ack(format!("{name} is stopping; it will start again"), wait)
+                    }
+                    _ => {
+                        tracing::info!(program = %name, "ctl start");
+                        self.apply(idx, Event::Release, now);
+                        ack(format!("{name} started"), wait)
+                    }
+                }
+            }
+            Command::Stop(name) => {
+                let idx = self.find(&name)?;
+                if self.slots[idx].state.held_stopped() {
+                    return ack(format!("{name} is already stopped"), None);
+                }
+                tracing::info!(program = %name, "ctl stop");
+                self.apply(idx, Event::Hold, now);
+                ack(format!("{name} stopped"), Some(Wait::Stopped(name)))
+            }
+            Command::Restart(name) => {
+                let idx = self.find(&name)?;
+                if self.slots[idx].state.state == State::Pending {
+                    return Err(format!(
+                        "{name} has not started yet: it starts when every lower priority is ready"
+                    ));
+                }
+                tracing::info!(program = %name, "ctl restart");
+                self.apply(idx, Event::Respawn, now);
+                ack(format!("{name} restarted"), Some(Wait::Ready(name)))
+            }
+            Command::Signal(name, sig) => {
+                let idx = self.find(&name)?;
+                let Some(pid) = self.slots[idx].state.pid else {
+                    return Err(format!(
+                        "{name} is not running ({})",
+                        self.slots[idx].state.state.as_str()
+                    ));
+                };
+                tracing::info!(program = %name, pid, signal = sig.as_str(), "ctl signal");
+                self.signal_group(idx, sig);
+                ack(format!("sent {} to {name} (pid {pid})", sig.as_str()), None)
+            }
+        }
+    }
+
+    /// The live program called `name`.
+    fn find(&self, name: &str) -> Result<usize, String> {
+        self.slots
+            .iter()
+            .position(|s| !s.retired && &*s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .slots
+                    .iter()
+                    .filter(|s| !s.retired)
+                    .map(|s| &*s.name)
+                    .collect();
+                format!("no program \"{name}\" (programs: {})", names.join(", "))
+            })
+    }
+
+    /// Re-reads the config file: validates all of it first (a bad file changes nothing),
+    /// then stops removed programs, restarts changed ones and starts added ones, by
+    /// priority. Added programs wait for the priority gate like any other.
+    fn reload(&mut self, now: Instant) -> Result<Ack, String> {
+        let path = self.config.path.clone();
+        let new = config::load(&path)
+            .map_err(|e| format!("reload refused, nothing changed:\n{}", error_chain(&e)))?;
+        let problems: Vec<String> = new.programs.iter().flat_map(spawn::preflight).collect();
+        if !problems.is_empty() {
+            return Err(format!(
+                "reload refused, nothing changed:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        let mut added = Vec::new();
+        // Removed ones stop highest priority first, as in a shutdown.
+        let mut gone: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                !self.slots[i].retired
+                    && !new.programs.iter().any(|p| *p.name == *self.slots[i].name)
+            })
+            .collect();
+        gone.sort_by_key(|&i| std::cmp::Reverse(self.slots[i].cfg.priority));
+        for i in gone {
+            self.apply(i, Event::Hold, now);
+            self.slots[i].retired = true;
+            removed.push(self.slots[i].name.to_string());
+        }
+        let mut wanted: Vec<&ProgramConfig> = new.programs.iter().collect();
+        wanted.sort_by_key(|p| p.priority);
+        for p in wanted {
+            match self.find(&p.name) {
+                Ok(i) if *self.slots[i].cfg != *p => {
+                    changed.push(p.name.clone());
+                    let slot = &mut self.slots[i];
+                    let next = Arc::new(p.clone());
+                    match slot.state.state {
+                        // Not started, or stopped by the operator: the new definition
+                        // simply waits for its start.
+                        State::Pending | State::Stopped => slot.cfg = next,
+                        _ => {
+                            slot.next_cfg = Some(next);
+                            self.apply(i, Event::Respawn, now);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    added.push(p.name.clone());
+                    self.slots.push(Slot::new(p));
+                }
+            }
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        for (key, differs) in [
+            (
+                "health_addr",
+                old.supervisor.health_addr != self.config.supervisor.health_addr,
+            ),
+            (
+                "control_socket",
+                old.supervisor.control_socket != self.config.supervisor.control_socket,
+            ),
+            (
+                "log_format",
+                old.supervisor.log_format != self.config.supervisor.log_format,
+            ),
+        ] {
+            if differs {
+                tracing::warn!("supervisor.{key} changed: it takes effect when hivesup restarts");
+            }
+        }
+        self.shutdown_timeout = self.config.supervisor.shutdown_timeout;
+        self.regroup();
+        let mut parts = Vec::new();
+        for (what, names) in [("added", added), ("changed", changed), ("removed", removed)] {
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        let message = if parts.is_empty() {
+            "reloaded: no program changed".to_string()
+        } else {
+            format!("reloaded: {}", parts.join("; "))
+        };
+        tracing::info!("{message}");
+        Ok(Ack {
+            message,
+            after: self.seq + 1,
+            wait: None,
+        })
     }
 
     fn begin_shutdown(&mut self, reason: &str, now: Instant) {
@@ -669,11 +954,11 @@ impl Supervisor {
         self.slots.iter().all(|s| !s.state.alive())
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let shutting_down = self.shutdown.is_some();
-        let programs = self
-            .slots
-            .iter()
+        self.seq += 1;
+        let live = || self.slots.iter().filter(|s| !s.retired);
+        let programs = live()
             .map(|s| {
                 let p = &s.state;
                 let start_time = p.pid.and(s.started_wall).map(snapshot::unix);
@@ -691,21 +976,18 @@ impl Supervisor {
                         priority: s.cfg.priority,
                         start_time,
                         ok: p.ok(),
+                        held: p.held_stopped(),
                     },
                 )
             })
             .collect::<std::collections::BTreeMap<_, _>>();
         let status = if shutting_down {
             Overall::Stopping
-        } else if self.slots.iter().all(|s| s.state.ok()) {
+        } else if live().all(|s| s.state.ok()) {
             Overall::Ok
-        } else if self.slots.iter().any(|s| s.state.state == State::Failed) {
+        } else if live().any(|s| s.state.state == State::Failed) {
             Overall::Failed
-        } else if self
-            .slots
-            .iter()
-            .any(|s| matches!(s.state.state, State::Pending | State::Starting))
-        {
+        } else if live().any(|s| matches!(s.state.state, State::Pending | State::Starting)) {
             Overall::Starting
         } else {
             Overall::Degraded
@@ -714,6 +996,7 @@ impl Supervisor {
             status,
             programs,
             orphans_reaped: Some(self.reaper.orphan_counter()),
+            seq: self.seq,
         };
         self.snapshot.send_replace(Arc::new(snap));
     }

@@ -33,7 +33,22 @@ pub struct SupervisorConfig {
     pub health_addr: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Where `hivesup ctl` reaches us; `None` when `control_socket = ""`.
+    pub control_socket: Option<ControlSocket>,
+    /// SIGHUP reloads the config instead of being forwarded.
+    pub reload_on_sighup: bool,
 }
+
+/// Where the control socket lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSocket {
+    pub path: PathBuf,
+    /// Written in the config: failing to create it is then an error, not a warning.
+    pub explicit: bool,
+}
+
+/// The control socket when the config does not name one.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/hivesup.sock";
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
@@ -42,6 +57,11 @@ impl Default for SupervisorConfig {
             // docker stop sends SIGKILL after 10 s: leave a second for our own exit.
             shutdown_timeout: Duration::from_secs(9),
             log_format: LogFormat::Text,
+            control_socket: Some(ControlSocket {
+                path: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                explicit: false,
+            }),
+            reload_on_sighup: false,
         }
     }
 }

@@ -11,7 +11,13 @@ use super::raw::{self, Value, Walker, describe};
 use super::*;
 use crate::signals;
 
-const SUPERVISOR_KEYS: &[&str] = &["health_addr", "shutdown_timeout", "log_format"];
+const SUPERVISOR_KEYS: &[&str] = &[
+    "health_addr",
+    "shutdown_timeout",
+    "log_format",
+    "control_socket",
+    "reload_on_sighup",
+];
 const PROGRAM_KEYS: &[&str] = &[
     "command",
     "priority",
@@ -151,6 +157,39 @@ fn supervisor_config(w: &mut Walker, t: &DeTable<'_>) -> SupervisorConfig {
                     ),
                 ),
             }
+        }
+    }
+    if let Some(v) = get(t, "control_socket") {
+        if let Some(text) = w.string("supervisor.control_socket", v) {
+            if text.is_empty() {
+                s.control_socket = None;
+            } else if !text.starts_with('/') {
+                w.problem(
+                    &v.span(),
+                    format!(
+                        "supervisor.control_socket: expected an absolute path like \"/run/hivesup.sock\" (or \"\" to disable), found \"{text}\""
+                    ),
+                );
+            } else if text.len() > 107 {
+                // sun_path holds 108 bytes including the final NUL (unix(7)).
+                w.problem(
+                    &v.span(),
+                    format!(
+                        "supervisor.control_socket: a unix socket path holds at most 107 bytes, found {}",
+                        text.len()
+                    ),
+                );
+            } else {
+                s.control_socket = Some(ControlSocket {
+                    path: text.into(),
+                    explicit: true,
+                });
+            }
+        }
+    }
+    if let Some(v) = get(t, "reload_on_sighup") {
+        if let Some(b) = w.bool("supervisor.reload_on_sighup", v) {
+            s.reload_on_sighup = b;
         }
     }
     s

@@ -72,6 +72,24 @@ pub fn supervisor(extra: &str) -> String {
     format!("[supervisor]\nhealth_addr = \"127.0.0.1:0\"\n{extra}\n")
 }
 
+/// Gives a config without `control_socket` one inside the test's directory, so tests
+/// never touch the host's /run/hivesup.sock nor each other's sockets. Lines keep their
+/// numbers up to the `[supervisor]` header (or all of them, when the table is appended).
+pub fn with_control_socket(config: &str, socket: &str) -> String {
+    if config.is_empty() || config.contains("control_socket") {
+        return config.to_string();
+    }
+    let line = format!("control_socket = {}", q(socket));
+    match config.find("[supervisor]\n") {
+        Some(i) => {
+            let at = i + "[supervisor]\n".len();
+            format!("{}{line}\n{}", &config[..at], &config[at..])
+        }
+        None if config.contains("[supervisor]") => config.to_string(),
+        None => format!("{config}\n[supervisor]\n{line}\n"),
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bind to 0, read, close). For fixtures that need a fixed port
 /// in the config (tcp/http probes).
 pub fn free_port() -> u16 {
@@ -464,8 +482,15 @@ impl Hivesup {
 
     pub fn start_with(dir: TestDir, config: &str, opts: Opts) -> Hivesup {
         let config_path = dir.p("hivesup.toml");
+        // hivesup running as another user could not create a socket in our directory.
+        let socket = if opts.uid.is_some() {
+            String::new()
+        } else {
+            dir.p("ctl.sock")
+        };
+        let config = with_control_socket(config, &socket);
         if !config.is_empty() {
-            std::fs::write(&config_path, config).unwrap();
+            std::fs::write(&config_path, &config).unwrap();
         }
         let args = opts
             .args
@@ -531,7 +556,7 @@ impl Hivesup {
         });
         let mut h = Hivesup {
             dir,
-            config: config.to_string(),
+            config,
             config_path,
             command,
             spawned,
@@ -778,6 +803,18 @@ impl Hivesup {
             .as_str()
             .unwrap_or("<not a string>")
             .to_string()
+    }
+
+    /// `hivesup ctl --socket DIR/ctl.sock ARGS...` to completion (a start waits for
+    /// readiness, so the deadline is LONG).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let socket = self.dir.p("ctl.sock");
+        let mut a = vec!["ctl", "--socket", socket.as_str()];
+        a.extend_from_slice(args);
+        run(
+            Command::new(BIN).args(&a).env_remove("HIVESUP_CONFIG"),
+            LONG,
+        )
     }
 
     /// Polls /status until `pred(programs.NAME)` holds.

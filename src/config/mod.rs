@@ -1,7 +1,8 @@
 //! Configuration: TOML text -> [`Config`], with every problem located and reported.
 //!
-//! `raw.rs` parses the spanned document and offers typed accessors, `validate.rs` walks it
-//! into these types, `error.rs` renders problems as `FILE:LINE:COL: message`.
+//! `raw.rs` parses the spanned document and offers typed accessors (which expand `${VAR}`
+//! with `expand.rs`), `validate.rs` walks it into these types, `env.rs` reads env files and
+//! secrets, `error.rs` renders problems as `FILE:LINE:COL: message`.
 
 pub mod duration;
 pub mod env;

@@ -136,8 +136,9 @@ fn credentials_to_switch(u: &UserSpec) -> Result<Option<Credentials>, SpawnError
     }
 }
 
-/// What to run and how; everything the child needs, owned, before fork.
-#[derive(Debug, Clone, Default)]
+/// What to run and how; everything the child needs, owned, before fork. `Debug` shows the
+/// names of `env` but not its values, which may be secrets.
+#[derive(Clone, Default)]
 pub struct SpawnSpec {
     pub argv: Vec<String>,
     /// Added to (and overriding) hivesup's own environment.
@@ -153,6 +154,22 @@ pub struct SpawnSpec {
     /// Make the terminal on stdin the child's controlling terminal (init mode under
     /// `docker run -it`), as dumb-init does after setsid.
     pub take_tty: bool,
+}
+
+impl std::fmt::Debug for SpawnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("SpawnSpec")
+            .field("argv", &self.argv)
+            .field("env (names only)", &env)
+            .field("directory", &self.directory)
+            .field("user", &self.user)
+            .field("capture_output", &self.capture_output)
+            .field("silence", &self.silence)
+            .field("inherit_stdin", &self.inherit_stdin)
+            .field("take_tty", &self.take_tty)
+            .finish()
+    }
 }
 
 /// Spawns `spec` through the reaper: own session and process group, clean signal mask,
@@ -261,12 +278,18 @@ pub fn preflight(p: &crate::config::ProgramConfig) -> Vec<String> {
         problems.push(format!("{key}.user: {e}"));
     }
     let argv = p.command.argv();
+    // A secret that cannot be read now would fail every start: say so before any starts.
+    for (k, v) in &p.environment {
+        if let crate::config::EnvValue::File(path) = v {
+            if let Err(e) = crate::config::env::read_secret(&format!("{key}.environment.{k}"), path)
+            {
+                problems.push(crate::supervisor::error_chain(&e));
+            }
+        }
+    }
     let path_var = p
-        .environment
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
+        .plain_env("PATH")
+        .map(str::to_string)
         .or_else(|| std::env::var("PATH").ok())
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     if let Err(e) = find_executable(&argv[0], &path_var, p.directory.as_deref()) {
@@ -364,6 +387,18 @@ mod tests {
                 .unwrap_err()
                 .contains("No such file")
         );
+    }
+
+    #[test]
+    fn debug_never_shows_environment_values() {
+        let spec = SpawnSpec {
+            argv: vec!["x".into()],
+            env: vec![("DB_PASSWORD".into(), "s3cr3t-value".into())],
+            ..SpawnSpec::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("DB_PASSWORD"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
     }
 
     #[test]

@@ -425,7 +425,15 @@ impl Supervisor {
         }
         let cfg = self.slots[idx].cfg.clone();
         let name = self.slots[idx].name.clone();
-        let mut env = cfg.environment.clone();
+        // Secrets are read at each start, so a rotated file reaches the next one.
+        let mut env = match cfg.resolve_environment() {
+            Ok(env) => env,
+            Err(e) => {
+                let error = error_chain(&e);
+                tracing::error!(program = %name, error = %error, "failed to start");
+                return Event::SpawnFailed { error, code: 1 };
+            }
+        };
         if matches!(
             cfg.ready.as_ref().map(|r| &r.check),
             Some(ReadyCheck::Notify)
@@ -602,7 +610,12 @@ impl Supervisor {
         probe::Context {
             reaper: self.reaper.clone(),
             base: SpawnSpec {
-                env: cfg.environment.clone(),
+                // The program's own environment, secrets included (read again: the program
+                // started with them a moment ago).
+                env: cfg.resolve_environment().unwrap_or_else(|e| {
+                    tracing::warn!(program = %cfg.name, error = %error_chain(&e), "probe runs without the program's secrets");
+                    cfg.plain_environment()
+                }),
                 directory: cfg.directory.clone(),
                 user: cfg.user.clone(),
                 ..SpawnSpec::default()

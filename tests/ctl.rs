@@ -499,3 +499,35 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
     let (code, _, _) = h.ctl(&["status"]);
     h.check(code == 0, || "the first hivesup lost its socket".into());
 }
+
+/// Env files are re-read on reload: a changed value restarts the program that uses it,
+/// and only that one.
+#[test]
+fn reload_rereads_environment_files() {
+    let t = TestDir::new();
+    t.write("app.env", "GREETING=one\n");
+    let dump = |name: &str, files: &str| {
+        format!(
+            "[programs.{name}]\ncommand = {cmd}\nsettle_time = \"100ms\"\n{files}\n",
+            cmd = arr(&[fx("envdump.py"), "GREETING".into()]),
+        )
+    };
+    let cfg = format!(
+        "{}{}{}",
+        supervisor(""),
+        dump("uses", "environment_files = [\"app.env\"]"),
+        dump("other", "")
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_http("/health", 200, WAIT);
+    h.wait_stdout_contains("uses | GREETING=one");
+    let other = pid_of(&mut h, "other");
+    h.dir.write("app.env", "GREETING=two\n");
+    let (code, out, err) = h.ctl(&["reload"]);
+    h.check(code == 0 && out.contains("changed uses"), || {
+        format!("{out}\n{err}")
+    });
+    h.wait_stdout_contains("uses | GREETING=two");
+    let now = pid_of(&mut h, "other");
+    h.check(now == other, || "other was restarted".into());
+}

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 pub struct Problem {
     pub offset: usize,
     pub message: String,
+    /// Set when the problem is in another file the config names (an env file): that file
+    /// and the 1-based line and column there. `offset` then only orders it, at the place
+    /// the config names the file.
+    pub elsewhere: Option<(PathBuf, usize, usize)>,
 }
 
 impl Problem {
@@ -17,6 +21,7 @@ impl Problem {
         Problem {
             offset: span.start,
             message: message.into(),
+            elsewhere: None,
         }
     }
 }
@@ -30,14 +35,22 @@ pub struct ConfigErrors {
 impl ConfigErrors {
     pub fn render(path: &Path, text: &str, mut problems: Vec<Problem>) -> Self {
         problems.sort_by_key(|p| p.offset);
-        problems.dedup();
-        let lines = problems
-            .iter()
-            .map(|p| {
-                let (line, col) = line_col(text, p.offset);
-                format!("{}:{line}:{col}: {}", path.display(), p.message)
-            })
-            .collect();
+        let mut lines: Vec<String> = Vec::with_capacity(problems.len());
+        for p in &problems {
+            let line = match &p.elsewhere {
+                Some((file, line, col)) => {
+                    format!("{}:{line}:{col}: {}", file.display(), p.message)
+                }
+                None => {
+                    let (line, col) = line_col(text, p.offset);
+                    format!("{}:{line}:{col}: {}", path.display(), p.message)
+                }
+            };
+            // Two programs naming the same bad env file would repeat its lines.
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
         ConfigErrors { lines }
     }
 

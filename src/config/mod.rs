@@ -1,10 +1,13 @@
 //! Configuration: TOML text -> [`Config`], with every problem located and reported.
 //!
-//! `raw.rs` parses the spanned document and offers typed accessors, `validate.rs` walks it
-//! into these types, `error.rs` renders problems as `FILE:LINE:COL: message`.
+//! `raw.rs` parses the spanned document and offers typed accessors (which expand `${VAR}`
+//! with `expand.rs`), `validate.rs` walks it into these types, `env.rs` reads env files and
+//! secrets, `error.rs` renders problems as `FILE:LINE:COL: message`.
 
 pub mod duration;
+pub mod env;
 pub mod error;
+pub mod expand;
 mod raw;
 mod validate;
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+pub use env::{EnvValue, Secret, SecretError};
 pub use error::{ConfigErrors, LoadError};
 
 /// Where the config lives when `--config` is not given.
@@ -171,7 +175,9 @@ pub struct ProgramConfig {
     pub kind: Kind,
     pub user: Option<UserSpec>,
     pub directory: Option<PathBuf>,
-    pub environment: Vec<(String, String)>,
+    /// `[supervisor] environment_files`, then the program's `environment_files`, then its
+    /// `environment`, merged: one entry per name, holding the last value given.
+    pub environment: Vec<(String, EnvValue)>,
     pub restart: Restart,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
@@ -211,6 +217,41 @@ impl ProgramConfig {
             health: None,
         }
     }
+
+    /// The environment to start the program with: plain values as they are, secret files
+    /// read now (so a rotated secret reaches the next start). The result holds secrets:
+    /// never log it.
+    pub fn resolve_environment(&self) -> Result<Vec<(String, String)>, SecretError> {
+        self.environment
+            .iter()
+            .map(|(k, v)| match v {
+                EnvValue::Plain(s) => Ok((k.clone(), s.clone())),
+                EnvValue::File(path) => {
+                    let key = format!("programs.{}.environment.{k}", self.name);
+                    env::read_secret(&key, path).map(|s| (k.clone(), s.into_exposed()))
+                }
+            })
+            .collect()
+    }
+
+    /// The values known at load: every one but the secrets.
+    pub fn plain_environment(&self) -> Vec<(String, String)> {
+        self.environment
+            .iter()
+            .filter_map(|(k, v)| match v {
+                EnvValue::Plain(s) => Some((k.clone(), s.clone())),
+                EnvValue::File(_) => None,
+            })
+            .collect()
+    }
+
+    /// The value of `name` known at load (a secret's is not).
+    pub fn plain_env(&self, name: &str) -> Option<&str> {
+        self.environment.iter().rev().find_map(|(k, v)| match v {
+            EnvValue::Plain(s) if k == name => Some(s.as_str()),
+            _ => None,
+        })
+    }
 }
 
 /// The config path from `--config`, else `$HIVESUP_CONFIG`, else [`DEFAULT_PATH`].
@@ -239,13 +280,15 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
             vec![error::Problem {
                 offset,
                 message: "the file is not valid UTF-8".into(),
+                elsewhere: None,
             }],
         ))
     })?;
     parse(path, &text).map_err(LoadError::Invalid)
 }
 
-/// Validates config text; `path` is only used in messages.
+/// Validates config text, expanding `${VAR}` from hivesup's own environment. `path` names
+/// the file in messages, and its directory anchors relative env files and secrets.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    validate::validate(path, text)
+    validate::validate(path, text, &|name| std::env::var(name).ok())
 }

@@ -13,6 +13,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::duration;
 use super::error::Problem;
+use super::expand::{self, Lookup};
 
 pub type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -27,6 +28,7 @@ pub fn parse(text: &str) -> Result<Spanned<DeTable<'_>>, Vec<Problem>> {
         .map(|e| Problem {
             offset: e.span().map_or(0, |s| s.start),
             message: format!("invalid TOML: {}", first_line(e.message())),
+            elsewhere: None,
         })
         .collect())
 }
@@ -35,15 +37,37 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s).trim_end()
 }
 
-/// Collects problems while the validator walks the document.
-#[derive(Default)]
-pub struct Walker {
+/// Collects problems while the validator walks the document, and expands `${VAR}` in
+/// every string it hands out (keys are never expanded).
+pub struct Walker<'e> {
     pub problems: Vec<Problem>,
+    env: Lookup<'e>,
 }
 
-impl Walker {
+impl<'e> Walker<'e> {
+    pub fn new(env: Lookup<'e>) -> Self {
+        Walker {
+            problems: Vec::new(),
+            env,
+        }
+    }
+
     pub fn problem(&mut self, span: &Range<usize>, message: impl Into<String>) {
         self.problems.push(Problem::at(span, message));
+    }
+
+    /// `s` (the string value at `span`) with `${VAR}` expanded; reports why not at `span`.
+    pub fn expand(&mut self, path: &str, span: &Range<usize>, s: &str) -> Option<String> {
+        if !s.contains('$') {
+            return Some(s.to_string());
+        }
+        match expand::expand(s, self.env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(span, format!("{path}: {e}"));
+                None
+            }
+        }
     }
 
     /// Reports every key of `table` that is not in `allowed`, with a suggestion.
@@ -73,9 +97,10 @@ impl Walker {
         }
     }
 
+    /// A string, `${VAR}` expanded.
     pub fn string(&mut self, path: &str, v: &Value<'_>) -> Option<String> {
         match v.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
+            DeValue::String(s) => self.expand(path, &v.span(), s),
             other => {
                 self.problem(
                     &v.span(),
@@ -129,7 +154,7 @@ impl Walker {
 
     pub fn duration(&mut self, path: &str, v: &Value<'_>) -> Option<std::time::Duration> {
         match v.get_ref() {
-            DeValue::String(s) => match duration::parse(s) {
+            DeValue::String(s) => match duration::parse(&self.expand(path, &v.span(), s)?) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     self.problem(&v.span(), format!("{path}: {e}"));
@@ -156,7 +181,8 @@ impl Walker {
         }
     }
 
-    /// An array of strings; each bad element is reported at its own position.
+    /// An array of strings, `${VAR}` expanded; each bad element is reported at its own
+    /// position.
     pub fn string_list(&mut self, path: &str, v: &Value<'_>) -> Option<Vec<Spanned<String>>> {
         let DeValue::Array(items) = v.get_ref() else {
             self.problem(
@@ -172,7 +198,10 @@ impl Walker {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
+                DeValue::String(s) => match self.expand(&format!("{path}[{i}]"), &item.span(), s) {
+                    Some(s) => out.push(Spanned::new(item.span(), s)),
+                    None => ok = false,
+                },
                 other => {
                     ok = false;
                     self.problem(

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::error::ConfigErrors;
+use super::env::{self, EnvValue};
+use super::error::{ConfigErrors, Problem};
+use super::expand::Lookup;
 use super::raw::{self, Value, Walker, describe};
 use super::*;
 use crate::signals;
@@ -17,6 +19,7 @@ const SUPERVISOR_KEYS: &[&str] = &[
     "log_format",
     "control_socket",
     "reload_on_sighup",
+    "environment_files",
 ];
 const PROGRAM_KEYS: &[&str] = &[
     "command",
@@ -25,6 +28,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "user",
     "directory",
     "environment",
+    "environment_files",
     "restart",
     "stop_signal",
     "stop_timeout",
@@ -48,18 +52,25 @@ const HEALTH_KEYS: &[&str] = &[
 /// The signals hivesup catches to forward; TERM, INT and QUIT are its own stop signals.
 pub const FORWARDABLE: &[Signal] = &[Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2];
 
-pub fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+/// Validates config text. `${VAR}` expands with `env`; relative env files and secrets are
+/// relative to the config file's directory.
+pub fn validate(path: &Path, text: &str, env: Lookup<'_>) -> Result<Config, ConfigErrors> {
     let doc = match raw::parse(text) {
         Ok(doc) => doc,
         Err(problems) => return Err(ConfigErrors::render(path, text, problems)),
     };
-    let mut w = Walker::default();
+    let mut w = Walker::new(env);
     w.check_keys("top level", doc.get_ref(), &["supervisor", "programs"]);
+    let base = path.parent().unwrap_or(Path::new(""));
 
     let mut supervisor = SupervisorConfig::default();
+    let mut global_env = Vec::new();
     if let Some(v) = get(doc.get_ref(), "supervisor") {
         if let Some(t) = w.table("supervisor", v) {
             supervisor = supervisor_config(&mut w, t);
+            if let Some(v) = get(t, "environment_files") {
+                global_env = env_files(&mut w, "supervisor.environment_files", v, base);
+            }
         }
     }
 
@@ -89,7 +100,13 @@ pub fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                         );
                     }
                     if let Some(pt) = w.table(&dotted, value) {
-                        if let Some(p) = program_config(&mut w, &dotted, name_str, value, pt) {
+                        let ctx = ProgramCtx {
+                            dotted: &dotted,
+                            name: name_str,
+                            base,
+                            global_env: &global_env,
+                        };
+                        if let Some(p) = program_config(&mut w, &ctx, value, pt) {
                             programs.push((value.span().start, p));
                         }
                     }
@@ -195,13 +212,76 @@ fn supervisor_config(w: &mut Walker, t: &DeTable<'_>) -> SupervisorConfig {
     s
 }
 
+/// Reads `environment_files` (a list of paths, relative to `base`) in order. Problems inside
+/// a file are reported at that file's own line and column.
+fn env_files(w: &mut Walker, key: &str, v: &Value<'_>, base: &Path) -> Vec<(String, String)> {
+    let Some(list) = w.string_list(key, v) else {
+        return Vec::new();
+    };
+    let mut vars = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let span = item.span();
+        if item.get_ref().is_empty() {
+            w.problem(
+                &span,
+                format!("{key}[{i}]: expected a file path, found an empty string"),
+            );
+            continue;
+        }
+        let file = base.join(item.get_ref());
+        let text = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                w.problem(
+                    &span,
+                    format!("{key}[{i}]: failed to read {}: {e}", file.display()),
+                );
+                continue;
+            }
+        };
+        let elsewhere = |line, col, message: String| Problem {
+            offset: span.start,
+            message,
+            elsewhere: Some((file.clone(), line, col)),
+        };
+        let text = match String::from_utf8(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let lossy = String::from_utf8_lossy(e.as_bytes());
+                let (line, col) = super::error::line_col(&lossy, e.utf8_error().valid_up_to());
+                w.problems
+                    .push(elsewhere(line, col, "the file is not valid UTF-8".into()));
+                continue;
+            }
+        };
+        match env::parse_env_file(&text) {
+            Ok(v) => vars.extend(v),
+            Err(errors) => {
+                for e in errors {
+                    w.problems.push(elsewhere(e.line, e.col, e.message));
+                }
+            }
+        }
+    }
+    vars
+}
+
+/// Where a program sits: its dotted key and name, the config's directory, and the
+/// variables of `[supervisor] environment_files`.
+struct ProgramCtx<'a> {
+    dotted: &'a str,
+    name: &'a str,
+    base: &'a Path,
+    global_env: &'a [(String, String)],
+}
+
 fn program_config(
     w: &mut Walker,
-    dotted: &str,
-    name: &str,
+    ctx: &ProgramCtx<'_>,
     whole: &Value<'_>,
     t: &DeTable<'_>,
 ) -> Option<ProgramConfig> {
+    let (dotted, name) = (ctx.dotted, ctx.name);
     w.check_keys(dotted, t, PROGRAM_KEYS);
     let before = w.problems.len();
     let key = |k: &str| format!("{dotted}.{k}");
@@ -252,6 +332,17 @@ fn program_config(
             }
         }
     }
+    // Global env files, then the program's own, then its `environment`: later ones win.
+    let mut environment: Vec<(String, EnvValue)> = ctx
+        .global_env
+        .iter()
+        .map(|(k, v)| (k.clone(), EnvValue::Plain(v.clone())))
+        .collect();
+    if let Some(v) = get(t, "environment_files") {
+        for (k, v) in env_files(w, &key("environment_files"), v, ctx.base) {
+            environment.push((k, EnvValue::Plain(v)));
+        }
+    }
     if let Some(v) = get(t, "environment") {
         if let Some(env) = w.table(&key("environment"), v) {
             for (k, val) in env.iter() {
@@ -264,23 +355,13 @@ fn program_config(
                     );
                     continue;
                 }
-                match val.get_ref() {
-                    DeValue::String(s) if s.contains('\0') => w.problem(
-                        &val.span(),
-                        format!("{path}: a value cannot contain a NUL byte"),
-                    ),
-                    DeValue::String(s) => p.environment.push((name.to_string(), s.to_string())),
-                    other => w.problem(
-                        &val.span(),
-                        format!(
-                            "{path}: expected a string (quote numbers and booleans), found {}",
-                            describe(other)
-                        ),
-                    ),
+                if let Some(value) = env_value(w, &path, val, ctx.base) {
+                    environment.push((name.to_string(), value));
                 }
             }
         }
     }
+    p.environment = merge(environment);
     if let Some(v) = get(t, "restart") {
         match w.string(&key("restart"), v).as_deref() {
             Some("always") => p.restart = Restart::Always,
@@ -390,16 +471,83 @@ fn program_config(
     (w.problems.len() == before).then_some(p)
 }
 
-fn command(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<CommandSpec> {
+/// One `environment` value: a string, or `{ file = "PATH" }` for a secret read at start.
+fn env_value(w: &mut Walker, path: &str, v: &Value<'_>, base: &Path) -> Option<EnvValue> {
     match v.get_ref() {
-        DeValue::String(s) if s.trim().is_empty() => {
+        DeValue::String(s) => {
+            let s = w.expand(path, &v.span(), s)?;
+            if s.contains('\0') {
+                w.problem(
+                    &v.span(),
+                    format!("{path}: a value cannot contain a NUL byte"),
+                );
+                return None;
+            }
+            Some(EnvValue::Plain(s))
+        }
+        DeValue::Table(t) => {
+            w.check_keys(path, t, &["file"]);
+            let Some(fv) = get(t, "file") else {
+                w.problem(
+                    &v.span(),
+                    format!("{path}: a secret is {{ file = \"/run/secrets/NAME\" }}, found a table without \"file\""),
+                );
+                return None;
+            };
+            let fpath = format!("{path}.file");
+            let f = w.string(&fpath, fv)?;
+            if f.is_empty() {
+                w.problem(
+                    &fv.span(),
+                    format!("{fpath}: expected a secret file path, found an empty string"),
+                );
+                return None;
+            }
+            // Read at each start, long after load: pin a relative path to the config's
+            // directory now.
+            let joined = base.join(f);
+            Some(EnvValue::File(
+                std::path::absolute(&joined).unwrap_or(joined),
+            ))
+        }
+        other => {
             w.problem(
                 &v.span(),
-                format!("{path}: expected a command, found an empty string"),
+                format!(
+                    "{path}: expected a string (quote numbers and booleans) or {{ file = \"/run/secrets/NAME\" }}, found {}",
+                    describe(other)
+                ),
             );
             None
         }
-        DeValue::String(s) => Some(CommandSpec::Shell(s.to_string())),
+    }
+}
+
+/// One entry per name, where the name first appeared, holding its last value.
+fn merge(list: Vec<(String, EnvValue)>) -> Vec<(String, EnvValue)> {
+    let mut out: Vec<(String, EnvValue)> = Vec::with_capacity(list.len());
+    for (k, v) in list {
+        match out.iter_mut().find(|(existing, _)| *existing == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+fn command(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<CommandSpec> {
+    match v.get_ref() {
+        DeValue::String(s) => {
+            let s = w.expand(path, &v.span(), s)?;
+            if s.trim().is_empty() {
+                w.problem(
+                    &v.span(),
+                    format!("{path}: expected a command, found an empty string"),
+                );
+                return None;
+            }
+            Some(CommandSpec::Shell(s))
+        }
         DeValue::Array(items) if items.is_empty() => {
             w.problem(
                 &v.span(),
@@ -477,7 +625,7 @@ fn user(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<UserSpec> {
 fn signal(w: &mut Walker, path: &str, v: &Value<'_>) -> Option<Signal> {
     let text = match v.get_ref() {
         DeValue::Integer(i) => i.to_string(),
-        DeValue::String(s) => s.to_string(),
+        DeValue::String(s) => w.expand(path, &v.span(), s)?,
         other => {
             w.problem(
                 &v.span(),
@@ -703,8 +851,12 @@ pub fn parse_http_url(s: &str) -> Result<HttpTarget, String> {
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
     fn errors(text: &str) -> Vec<String> {
-        match validate(Path::new("t.toml"), text) {
+        match validate(Path::new("t.toml"), text, &no_env) {
             Ok(_) => vec![],
             Err(e) => e.lines,
         }
@@ -712,7 +864,12 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = validate(Path::new("t.toml"), "[programs.a]\ncommand = [\"true\"]\n").unwrap();
+        let c = validate(
+            Path::new("t.toml"),
+            "[programs.a]\ncommand = [\"true\"]\n",
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(c.programs.len(), 1);
         let p = &c.programs[0];
         assert_eq!(p.priority, 100);
@@ -751,6 +908,205 @@ mod tests {
         );
     }
 
+    fn test_env(name: &str) -> Option<String> {
+        match name {
+            "APP_PORT" => Some("8000".into()),
+            "APP_USER" => Some("1000:100".into()),
+            "STOP" => Some("INT".into()),
+            "GRACE" => Some("20s".into()),
+            "ROOT" => Some("/srv".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_string_value_is_expanded_and_keys_are_not() {
+        let text = r#"
+[supervisor]
+health_addr = "${HEALTH_ADDR:-127.0.0.1:9000}"
+shutdown_timeout = "${GRACE}"
+
+[programs.api]
+command = ["uvicorn", "--port", "${APP_PORT}", "--root-path=${ROOT}/api", "$$5", "$HOME"]
+user = "${APP_USER}"
+directory = "${ROOT}/app"
+environment = { "${KEY}" = "${ROOT:-x}", DB_URL = "postgres://${DB_HOST:-localhost}/app" }
+stop_signal = "${STOP}"
+stop_timeout = "${GRACE}"
+forward_signals = ["${FWD:-HUP}"]
+
+[programs.api.ready]
+http = "http://127.0.0.1:${APP_PORT}/health"
+
+[programs.api.health]
+exec = ["curl", "-f", "localhost:${APP_PORT}"]
+
+[programs.sh]
+command = "echo $HOME $$$$ ${ROOT}"
+"#;
+        let c = validate(Path::new("t.toml"), text, &test_env).unwrap();
+        assert_eq!(
+            c.supervisor.health_addr,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(c.supervisor.shutdown_timeout, Duration::from_secs(20));
+        let api = &c.programs[0];
+        assert_eq!(
+            api.command,
+            CommandSpec::Argv(
+                [
+                    "uvicorn",
+                    "--port",
+                    "8000",
+                    "--root-path=/srv/api",
+                    "$5",
+                    "$HOME"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+        assert_eq!(api.user, Some(UserSpec::UidGid(1000, 100)));
+        assert_eq!(api.directory, Some(PathBuf::from("/srv/app")));
+        assert_eq!(
+            api.environment,
+            [
+                ("${KEY}".to_string(), EnvValue::Plain("/srv".into())),
+                (
+                    "DB_URL".to_string(),
+                    EnvValue::Plain("postgres://localhost/app".into())
+                ),
+            ]
+        );
+        assert_eq!(api.stop_signal, Signal::SIGINT);
+        assert_eq!(api.stop_timeout, Duration::from_secs(20));
+        assert_eq!(api.forward_signals, [Signal::SIGHUP]);
+        assert!(matches!(
+            &api.ready.as_ref().unwrap().check,
+            ReadyCheck::Probe(Probe::Http(t)) if t.port == 8000
+        ));
+        assert_eq!(
+            api.health.as_ref().unwrap().probe,
+            Probe::Exec(["curl", "-f", "localhost:8000"].map(String::from).to_vec())
+        );
+        assert_eq!(
+            c.programs[1].command,
+            CommandSpec::Shell("echo $HOME $$ /srv".into())
+        );
+    }
+
+    #[test]
+    fn expansion_errors_name_the_key_at_the_string() {
+        let text = "[programs.api]\ncommand = [\"app\", \"${NOPE}\"]\nenvironment = { DB_URL = \"${DB_URL}\", X = \"${oops\" }\n[programs.api.ready]\ntcp = \"${1X}:5\"\n";
+        assert_eq!(
+            errors(text),
+            [
+                "t.toml:2:19: programs.api.command[1]: ${NOPE} is not set (give a default with ${NOPE:-...})",
+                "t.toml:3:26: programs.api.environment.DB_URL: ${DB_URL} is not set (give a default with ${DB_URL:-...})",
+                "t.toml:3:43: programs.api.environment.X: unterminated \"${\" (write \"$${\" for a literal \"${\")",
+                "t.toml:5:7: programs.api.ready.tcp: \"${1X}\" is not a variable name (letters, digits and '_', not starting with a digit; write \"$${\" for a literal \"${\")",
+            ]
+        );
+    }
+
+    /// A temp dir with files, removed on drop.
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str, files: &[(&str, &str)]) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("hivesup-validate-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            for (name, text) in files {
+                std::fs::write(d.join(name), text).unwrap();
+            }
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn env_files_global_then_program_then_environment() {
+        let d = Dir::new(
+            "precedence",
+            &[
+                ("global.env", "A=global\nB=global\nC=global\nD=global\n"),
+                ("prog.env", "B=prog\nC=prog\n"),
+            ],
+        );
+        let text = "[supervisor]\nenvironment_files = [\"global.env\"]\n[programs.a]\ncommand = \"x\"\nenvironment = { C = \"table\", S = { file = \"pw\" } }\nenvironment_files = [\"prog.env\"]\n[programs.b]\ncommand = \"x\"\n";
+        let c = validate(&d.0.join("hivesup.toml"), text, &no_env).unwrap();
+        let plain = |k: &str, v: &str| (k.to_string(), EnvValue::Plain(v.into()));
+        assert_eq!(
+            c.programs[0].environment,
+            [
+                plain("A", "global"),
+                plain("B", "prog"),
+                plain("C", "table"),
+                plain("D", "global"),
+                ("S".to_string(), EnvValue::File(d.0.join("pw"))),
+            ]
+        );
+        assert_eq!(
+            c.programs[1].environment,
+            [
+                plain("A", "global"),
+                plain("B", "global"),
+                plain("C", "global"),
+                plain("D", "global")
+            ]
+        );
+    }
+
+    #[test]
+    fn env_file_problems_point_into_the_env_file() {
+        let d = Dir::new("problems", &[("bad.env", "OK=1\nnot a line\nQ=\"open\n")]);
+        let cfg = d.0.join("hivesup.toml");
+        let text = "[supervisor]\nenvironment_files = [\"missing.env\", \"bad.env\"]\n[programs.a]\ncommand = \"x\"\nenvironment_files = [\"bad.env\", \"\"]\n";
+        let e = validate(&cfg, text, &no_env).unwrap_err().lines;
+        let bad = d.0.join("bad.env");
+        let missing = d.0.join("missing.env");
+        assert_eq!(
+            e,
+            [
+                format!(
+                    "{}:2:22: supervisor.environment_files[0]: failed to read {}: No such file or directory (os error 2)",
+                    cfg.display(),
+                    missing.display()
+                ),
+                format!(
+                    "{}:2:1: expected KEY=VALUE, found a line without \"=\"",
+                    bad.display()
+                ),
+                format!(
+                    "{}:3:3: unterminated \": a value ends on its own line",
+                    bad.display()
+                ),
+                format!(
+                    "{}:5:33: programs.a.environment_files[1]: expected a file path, found an empty string",
+                    cfg.display()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_values_are_tables_with_one_file() {
+        let text = "[programs.a]\ncommand = \"x\"\nenvironment = { A = { file = \"\" }, B = { path = \"/x\" }, C = 3, D = { file = \"/run/secrets/d\" } }\n";
+        assert_eq!(
+            errors(text),
+            [
+                "t.toml:3:30: programs.a.environment.A.file: expected a secret file path, found an empty string",
+                "t.toml:3:40: programs.a.environment.B: a secret is { file = \"/run/secrets/NAME\" }, found a table without \"file\"",
+                "t.toml:3:42: programs.a.environment.B: unknown key \"path\" (expected one of: file)",
+                "t.toml:3:61: programs.a.environment.C: expected a string (quote numbers and booleans) or { file = \"/run/secrets/NAME\" }, found the integer 3",
+            ]
+        );
+    }
+
     #[test]
     fn http_urls() {
         assert_eq!(
@@ -773,6 +1129,7 @@ mod tests {
         let c = validate(
             Path::new("t"),
             "[programs.a]\ncommand = \"x\"\nuser = \"1000:100\"\n[programs.b]\ncommand = \"x\"\nuser = 7\n[programs.c]\ncommand = \"x\"\nuser = \"nobody\"\n",
+            &no_env,
         )
         .unwrap();
         assert_eq!(c.programs[0].user, Some(UserSpec::UidGid(1000, 100)));

@@ -139,6 +139,27 @@ fn seed_plan_supervisord_conf_converts_and_passes_check() {
         "{toml}"
     );
     assert!(toml.contains("# supervisord: stopasgroup = true — hivesup always signals the program's whole process group"));
+
+    // Negative control: `${DATABASE_URL}` is really read from the environment, as
+    // supervisord's %(ENV_DATABASE_URL)s was; unset, `check` names the key.
+    let t = TestDir::new();
+    let path = t.write("hivesup.toml", &toml);
+    let out = Command::new(BIN)
+        .args(["--config", &path, "check"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        report("check without DATABASE_URL", &out)
+    );
+    assert!(
+        stderr.contains("programs.api.environment.DATABASE_URL: ${DATABASE_URL} is not set"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -230,10 +251,10 @@ fn converted_config_runs_its_programs_in_priority_order() {
         "supervisord.conf",
         r#"[supervisord]
 nodaemon=true
-environment=GREETING="hello"
+environment=GREETING="%(ENV_IMPORT_TEST_GREETING)s"
 
 [program:second]
-command=/bin/sh -c "echo second says $GREETING from $NAME; exec sleep 1000"
+command=/bin/sh -c "echo second says $GREETING from $NAME '${NOT_FOR_HIVESUP}'; exec sleep 1000"
 priority=20
 environment=NAME="%(program_name)s"
 startsecs=0
@@ -254,15 +275,24 @@ stopsignal=TERM
         "[supervisor]\nhealth_addr = \"127.0.0.1:0\"\n",
         1,
     );
-    let mut h = Hivesup::start(t, &toml);
+    let mut h = Hivesup::start_with(
+        t,
+        &toml,
+        Opts {
+            env: vec![("IMPORT_TEST_GREETING".into(), "hello".into())],
+            ..Opts::default()
+        },
+    );
+    // `$GREETING` and `$NAME` reach the shell as written; `${NOT_FOR_HIVESUP}` was
+    // escaped as `$${...}`, so hivesup left it to the shell too.
+    let second = "second | second says hello from second ${NOT_FOR_HIVESUP}";
     h.wait_stdout("first | first up");
-    h.wait_stdout("second | second says hello from second");
+    h.wait_stdout(second);
     let out = h.stdout();
     let at = |l: &str| out.iter().position(|x| x == l).unwrap();
-    h.check(
-        at("first | first up") < at("second | second says hello from second"),
-        || "priority 20 started before priority 10 was ready".into(),
-    );
+    h.check(at("first | first up") < at(second), || {
+        "priority 20 started before priority 10 was ready".into()
+    });
     assert_eq!(h.stop(), 0);
 }
 

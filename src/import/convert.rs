@@ -212,6 +212,9 @@ fn render(doc: &Document, supervisor_lines: &[String], blocks: &[Block]) -> Stri
          # without [programs.NAME.ready] is ready after running settle_time (supervisord's startsecs).\n",
     );
     out.push_str("\n[supervisor]\n");
+    out.push_str(
+        "# reload_on_sighup = true   # supervisord reloads its config on SIGHUP; hivesup does when this is set\n",
+    );
     for l in supervisor_lines {
         out.push_str(l);
         out.push('\n');

@@ -43,6 +43,14 @@ pub enum Command {
     },
     /// Control a running hivesup through its control socket (status, start, stop, logs...)
     Ctl(crate::ctl::CtlArgs),
+    /// Convert a supervisord config (with its [include] files) to hivesup TOML on stdout
+    ///
+    /// Warnings go to stderr. Exit 0 when converted (even with warnings), 2 when the input
+    /// cannot be read or converted, with every problem as FILE:LINE: message.
+    Import {
+        /// The supervisord config, e.g. /etc/supervisor/supervisord.conf
+        file: PathBuf,
+    },
     /// Prepare (init) or provision PostgreSQL: the images' bootstrap steps
     Postgres(crate::pgboot::PostgresArgs),
     /// Run CMD as the only child (init mode, like tini)

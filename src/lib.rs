@@ -19,6 +19,7 @@
 //!   health port. `ctl`: its client, `hivesup ctl`.
 //! - `init`: single-child mode (`hivesup -- CMD`), reusing reaper, spawn and signals.
 //! - `logging`: hivesup's own log lines.
+//! - `import`: `hivesup import supervisord.conf`: a supervisord config -> hivesup TOML.
 //! - `pgboot`: `hivesup postgres init|provision`, the postgres bootstrap of the images.
 
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod http;
+pub mod import;
 pub mod init;
 pub mod logging;
 pub mod output;

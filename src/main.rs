@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                         Ok(code)
                     }
                 },
+                Some(Command::Import { file }) => Ok(hivesup::import::command(&file)),
                 Some(Command::Postgres(args)) => hivesup::pgboot::run(args)
                     .map(|()| 0)
                     .map_err(anyhow::Error::from),

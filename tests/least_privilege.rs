@@ -11,8 +11,9 @@
 //! of PID 1's tree has the identity it should (hivesup root or postgres, postgres as
 //! postgres, the API as api or postgres, nothing else), the API's round trip works, the
 //! `POSTGRES_PASSWORD_FILE` password is nowhere in `docker inspect`, `docker logs`, the
-//! health port's answers or any process's command line or environment, and `docker stop`
-//! exits 0. The default run also checks that the health port refuses every method but
+//! health port's answers or any process's command line or environment, `hivesup ctl`
+//! works for the container's user (not for the api account, and not at all under
+//! `--user` without a tmpfs on /run), and `docker stop` exits 0. The default run also checks that the health port refuses every method but
 //! GET/HEAD and that nothing changes; `--user` also starts again on its volume.
 //!
 //! Containers and volumes have unique names and are removed on drop, pass or fail; host
@@ -832,7 +833,35 @@ fn count(c: &Container) -> i64 {
     n.unwrap()
 }
 
-/// Everything the modes share: identities, the API, no leaked secret, a clean stop.
+/// `hivesup ctl` works for the container's own user (root, or postgres under `--user`)
+/// wherever /run is writable for hivesup, and never for the API's account. Under
+/// `--user postgres` without a tmpfs on /run there is no control socket, and the log says
+/// why.
+fn control(c: &Container) {
+    let (ok, out, err) = docker(&["exec", &c.name, "hivesup", "ctl", "status"]);
+    if c.mode == Mode::NonRoot {
+        c.check(!ok, || {
+            format!("ctl answered without a control socket: {out}")
+        });
+        c.check(c.logs().contains("control socket disabled"), || {
+            "no log line saying the control socket is disabled".into()
+        });
+        return;
+    }
+    c.check(
+        ok && out.contains("api") && out.contains("postgres"),
+        || format!("hivesup ctl status as the container's user:\n{out}\n{err}"),
+    );
+    if !c.mode.non_root() {
+        let (ok, out, err) = docker(&["exec", "-u", "api", &c.name, "hivesup", "ctl", "status"]);
+        c.check(!ok && err.contains("permission denied"), || {
+            format!("the api account reached the control socket:\n{out}\n{err}")
+        });
+    }
+}
+
+/// Everything the modes share: identities, the API, no leaked secret, control, a clean
+/// stop (the caller's).
 fn exercise(mode: Mode) -> Container {
     let (c, t) = Container::start(mode);
     let healthy = c.wait_healthy(t);
@@ -840,6 +869,7 @@ fn exercise(mode: Mode) -> Container {
     check_users(&c);
     round_trip(&c);
     secret_stays_secret(&c);
+    control(&c);
     if mode != Mode::Default && mode != Mode::NonRoot {
         // The negative control for the read-only modes: the root filesystem really is.
         let probe = c.exec_root("touch /etc/hivesup/x 2>&1 || true");

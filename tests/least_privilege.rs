@@ -100,6 +100,39 @@ fn if_root_runs_programs_as_hivesup_when_not_root() {
     assert_eq!(h.stop(), 0);
 }
 
+/// A reload applies `if-root` the same way: an added program with a `user` runs as
+/// hivesup, and the unchanged one is left alone (its cleared `user` compares equal).
+#[test]
+fn if_root_applies_on_reload() {
+    require_root("the test drops hivesup itself to nobody");
+    // nobody must be able to create the control socket that `ctl` uses.
+    let t = TestDir::new();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = format!(
+        "control_socket = {}\nuser_switch = \"if-root\"\n",
+        q(t.p("ctl.sock"))
+    );
+    let cfg = envdump_config(&socket, "user = \"postgres\"");
+    let mut h = Hivesup::start_with(t, &cfg, as_nobody());
+    h.wait_state("p", "running", WAIT);
+    let pid = h.program("p")["pid"].clone();
+    let added = format!(
+        "{cfg}\n[programs.q]\nsettle_time = \"100ms\"\nuser = \"postgres\"\ncommand = {}\n",
+        arr(&[fx("envdump.py")])
+    );
+    std::fs::write(&h.config_path, added).unwrap();
+    let (code, out, err) = h.ctl(&["reload"]);
+    h.check(
+        code == 0 && out.contains("added q") && !out.contains("changed"),
+        || format!("reload: {code}\n{out}\n{err}"),
+    );
+    h.wait_stdout("q | UID=65534 GID=65534");
+    h.wait_state("q", "running", WAIT);
+    let now = h.program("p")["pid"].clone();
+    h.check(now == pid, || format!("p was restarted: {pid} -> {now}"));
+    assert_eq!(h.stop(), 0);
+}
+
 /// `if-root` changes nothing for a root hivesup: the program still runs as its user.
 #[test]
 fn if_root_still_switches_users_as_root() {

@@ -93,11 +93,12 @@ fn check(path: &Path) -> i32 {
 }
 
 fn supervise(path: &Path) -> anyhow::Result<i32> {
-    let config = match load_or_report(path) {
+    let mut config = match load_or_report(path) {
         Ok(c) => c,
         Err(_) => return Ok(USAGE as i32),
     };
     logging::init(config.supervisor.log_format);
+    spawn::apply_user_switch(&mut config);
 
     // Everything that would make a program fail to spawn is reported now, before anything
     // starts, so nothing is left half-started.

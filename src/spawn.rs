@@ -28,7 +28,7 @@ pub enum SpawnError {
         source: nix::Error,
     },
     #[error(
-        "failed to switch to user {user}: hivesup runs as uid {current}, not root, so it can only run programs as itself (remove `user` or run hivesup as root)"
+        "failed to switch to user {user}: hivesup runs as uid {current}, not root, so it can only run programs as itself (remove `user`, set supervisor.user_switch = \"if-root\", or run hivesup as root)"
     )]
     NotRoot { user: String, current: u32 },
     #[error("failed to enter directory {}", dir.display())]
@@ -133,6 +133,26 @@ fn credentials_to_switch(u: &UserSpec) -> Result<Option<Credentials>, SpawnError
             user: user_label(u),
             current,
         })
+    }
+}
+
+/// `supervisor.user_switch = "if-root"` with hivesup not root (`docker run --user`): each
+/// program whose `user` hivesup cannot switch to runs as hivesup itself instead, with a
+/// warning. Clears those `user`s, so preflight and spawn see nothing to switch. A user
+/// that does not exist is kept, so preflight still reports it; as root nothing changes.
+/// Called on every load of the config: at start and on reload.
+pub fn apply_user_switch(config: &mut crate::config::Config) {
+    if config.supervisor.user_switch != crate::config::UserSwitch::IfRoot {
+        return;
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    for p in &mut config.programs {
+        if let Some(u) = &p.user {
+            if let Err(SpawnError::NotRoot { user, .. }) = credentials_to_switch(u) {
+                tracing::warn!(program = %p.name, user = %user, uid, "hivesup is not root: running the program as itself (supervisor.user_switch = \"if-root\")");
+                p.user = None;
+            }
+        }
     }
 }
 

@@ -790,8 +790,9 @@ impl Supervisor {
     /// priority. Added programs wait for the priority gate like any other.
     fn reload(&mut self, now: Instant) -> Result<Ack, String> {
         let path = self.config.path.clone();
-        let new = config::load(&path)
+        let mut new = config::load(&path)
             .map_err(|e| format!("reload refused, nothing changed:\n{}", error_chain(&e)))?;
+        spawn::apply_user_switch(&mut new);
         let problems: Vec<String> = new.programs.iter().flat_map(spawn::preflight).collect();
         if !problems.is_empty() {
             return Err(format!(

@@ -427,8 +427,9 @@ async fn superuser_as_postgres_user_gets_its_password_through_pwfile() {
             "POSTGRES_INITDB_ARGS must reach initdb ({setting})"
         );
     }
-    let leftovers: Vec<_> = fs::read_dir(std::env::temp_dir())
-        .unwrap()
+    let leftovers: Vec<_> = [std::env::temp_dir(), cl.sock()]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap())
         .filter_map(|e| e.ok())
         .filter(|e| {
             e.file_name()

@@ -41,6 +41,7 @@ pub struct SupervisorConfig {
     pub control_socket: Option<ControlSocket>,
     /// SIGHUP reloads the config instead of being forwarded.
     pub reload_on_sighup: bool,
+    pub user_switch: UserSwitch,
 }
 
 /// Where the control socket lives.
@@ -66,6 +67,7 @@ impl Default for SupervisorConfig {
                 explicit: false,
             }),
             reload_on_sighup: false,
+            user_switch: UserSwitch::Required,
         }
     }
 }
@@ -74,6 +76,15 @@ impl Default for SupervisorConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// What a non-root hivesup does with a program's `user` it cannot switch to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSwitch {
+    /// A start error: the config asked for a user and does not get it.
+    Required,
+    /// The program runs as hivesup's own user (`docker run --user`), with a warning.
+    IfRoot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

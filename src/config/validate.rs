@@ -20,6 +20,7 @@ const SUPERVISOR_KEYS: &[&str] = &[
     "control_socket",
     "reload_on_sighup",
     "environment_files",
+    "user_switch",
 ];
 const PROGRAM_KEYS: &[&str] = &[
     "command",
@@ -207,6 +208,20 @@ fn supervisor_config(w: &mut Walker, t: &DeTable<'_>) -> SupervisorConfig {
     if let Some(v) = get(t, "reload_on_sighup") {
         if let Some(b) = w.bool("supervisor.reload_on_sighup", v) {
             s.reload_on_sighup = b;
+        }
+    }
+    if let Some(v) = get(t, "user_switch") {
+        if let Some(text) = w.string("supervisor.user_switch", v) {
+            match text.as_str() {
+                "required" => s.user_switch = UserSwitch::Required,
+                "if-root" => s.user_switch = UserSwitch::IfRoot,
+                _ => w.problem(
+                    &v.span(),
+                    format!(
+                        "supervisor.user_switch: expected \"required\" or \"if-root\", found \"{text}\""
+                    ),
+                ),
+            }
         }
     }
     s
@@ -1135,5 +1150,30 @@ command = "echo $HOME $$$$ ${ROOT}"
         assert_eq!(c.programs[0].user, Some(UserSpec::UidGid(1000, 100)));
         assert_eq!(c.programs[1].user, Some(UserSpec::Uid(7)));
         assert_eq!(c.programs[2].user, Some(UserSpec::Name("nobody".into())));
+    }
+
+    #[test]
+    fn user_switch() {
+        let c = |text: &str| {
+            validate(
+                Path::new("t"),
+                &format!("{text}[programs.a]\ncommand = \"x\"\n"),
+                &no_env,
+            )
+        };
+        assert_eq!(c("").unwrap().supervisor.user_switch, UserSwitch::Required);
+        assert_eq!(
+            c("[supervisor]\nuser_switch = \"if-root\"\n")
+                .unwrap()
+                .supervisor
+                .user_switch,
+            UserSwitch::IfRoot
+        );
+        assert_eq!(
+            errors("[supervisor]\nuser_switch = \"never\"\n[programs.a]\ncommand = \"x\"\n"),
+            [
+                "t.toml:2:15: supervisor.user_switch: expected \"required\" or \"if-root\", found \"never\""
+            ]
+        );
     }
 }

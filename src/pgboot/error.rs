@@ -31,8 +31,19 @@ pub enum Error {
     },
     #[error("failed to look up user {user}: no such user")]
     NoSuchUser { user: String },
+    #[error(
+        "failed to act as user {user}: running as uid {uid}, which is neither root nor {user} \
+         (run as root, or as {user} itself)"
+    )]
+    NotThatUser { user: String, uid: u32 },
     #[error("failed to create {path}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to set the mode of {path}")]
+    SetMode {
         path: PathBuf,
         #[source]
         source: io::Error,

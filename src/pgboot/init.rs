@@ -112,7 +112,7 @@ fn ensure_dir(dir: &Path, mode: u32, account: &Account) -> Result<(), Error> {
         source,
     })?;
     account.chown(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|source| Error::CreateDir {
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|source| Error::SetMode {
         path: dir.to_owned(),
         source,
     })
@@ -176,7 +176,7 @@ fn initdb(args: &InitArgs, creds: &Credentials, account: &Account) -> Result<(),
     // also be the superuser's.
     let _pwfile = match (&creds.password, creds.user == account.name) {
         (Some(pw), true) => {
-            let f = PwFile::create(pw, account)?;
+            let f = PwFile::create(pw, account, &c.socket_dir)?;
             cmd.arg(format!("--pwfile={}", f.path.display()));
             Some(f)
         }
@@ -187,14 +187,16 @@ fn initdb(args: &InitArgs, creds: &Credentials, account: &Account) -> Result<(),
 }
 
 /// The superuser's password for `initdb --pwfile`: a file only the postgres account can
-/// read, removed when dropped, so the password is never on a command line.
+/// read, removed when dropped, so the password is never on a command line. It lives in
+/// the socket directory, which `run` has just made the account's own: that needs no
+/// writable /tmp on a read-only root filesystem (where /run is a tmpfs).
 struct PwFile {
     path: PathBuf,
 }
 
 impl PwFile {
-    fn create(password: &str, account: &Account) -> Result<PwFile, Error> {
-        let path = std::env::temp_dir().join(format!("hivesup-pwfile.{}", std::process::id()));
+    fn create(password: &str, account: &Account, dir: &Path) -> Result<PwFile, Error> {
+        let path = dir.join(format!("hivesup-pwfile.{}", std::process::id()));
         let _ = fs::remove_file(&path);
         let mut f = fs::OpenOptions::new()
             .write(true)

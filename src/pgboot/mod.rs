@@ -1,9 +1,10 @@
 //! The postgres bootstrap: what the official image's `docker-entrypoint.sh` does, as two
 //! oneshot programs around the postgres daemon (see `conf/agent.toml`):
 //!
-//! - `hivesup postgres init` (before postgres, as root): creates PGDATA and the socket
-//!   directory, runs `initdb` as the postgres user on an empty data directory, refuses a
-//!   data directory of another major version, and leaves a "first start pending" marker.
+//! - `hivesup postgres init` (before postgres, as root or as the postgres account itself):
+//!   creates PGDATA and the socket directory, runs `initdb` as the postgres user on an
+//!   empty data directory, refuses a data directory of another major version, and leaves
+//!   a "first start pending" marker.
 //! - `hivesup postgres provision` (after postgres is ready): creates the application role,
 //!   its database and the `vector` extension, idempotently; on the first start only it
 //!   runs `/docker-entrypoint-initdb.d` and then clears the marker.

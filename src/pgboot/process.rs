@@ -24,22 +24,37 @@ pub struct Account {
 }
 
 impl Account {
-    /// As root: the named account. Otherwise: ourselves (a non-root process cannot become
-    /// anyone else, and postgres refuses to run as root anyway).
+    /// As root: the named account. Otherwise we must already be that account
+    /// (`docker run --user postgres`): a non-root process cannot become anyone else, and
+    /// an initdb run as some other user would name the superuser after that user.
     pub fn resolve(name: &str) -> Result<Account, Error> {
-        let root = Uid::effective().is_root();
-        let user = if root {
+        let uid = Uid::effective();
+        let root = uid.is_root();
+        let lookup = if root {
             User::from_name(name)
         } else {
-            User::from_uid(Uid::effective())
-        }
-        .map_err(|source| Error::LookupUser {
-            user: name.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| Error::NoSuchUser {
-            user: name.to_owned(),
-        })?;
+            User::from_uid(uid)
+        };
+        let user = lookup
+            .map_err(|source| Error::LookupUser {
+                user: name.to_owned(),
+                source,
+            })?
+            .filter(|u| root || u.name == name);
+        let user = match user {
+            Some(u) => u,
+            None if root => {
+                return Err(Error::NoSuchUser {
+                    user: name.to_owned(),
+                });
+            }
+            None => {
+                return Err(Error::NotThatUser {
+                    user: name.to_owned(),
+                    uid: uid.as_raw(),
+                });
+            }
+        };
         Ok(Account {
             name: user.name,
             uid: user.uid,

@@ -154,9 +154,7 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         let server = listener.map(|l| {
             let app = http::router(handle.snapshots.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "health server stopped");
-                }
+                http::serve(l, app, http::Limits::default()).await;
             })
         });
         let control = control.map(|(listener, path)| {

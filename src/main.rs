@@ -109,6 +109,7 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         }
         return Ok(USAGE as i32);
     }
+    hivesup::procs::check_available().map_err(|e| anyhow!(e))?;
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(error = %e, "failed to become a child subreaper; orphans of programs will go to the host's init");
     }

@@ -146,6 +146,14 @@ fn toml_value() -> impl Strategy<Value = String> {
         "\"http://[::1\"",
         "\"http://h:99999/x\"",
         "\"host=/tmp password=secret\"",
+        "[\"/dev/zero\"]",
+        "[\"/\", \"/nonexistent\", \"/etc/hostname\"]",
+        "{ file = \"/dev/zero\" }",
+        "{ file = \"\" }",
+        "\"${HOME}\"",
+        "\"${NO_SUCH_VAR_HOSTILE}\"",
+        "\"${A:-${B:-${C}}}\"",
+        "\"$${{}}\"",
         "'''\nmulti\nline'''",
         "\"\"\"\n\"\"\"",
     ])
@@ -189,6 +197,9 @@ fn toml_key() -> impl Strategy<Value = String> {
         "health_addr",
         "shutdown_timeout",
         "log_format",
+        "control_socket",
+        "reload_on_sighup",
+        "environment_files",
         "programs",
         "supervisor",
         "programs.x.command",
@@ -415,30 +426,42 @@ fn check(path: &Path, text: &[u8], outcome: Option<Outcome>) -> Result<bool, Str
                 ));
             }
             for l in &lines {
-                let rest = l
-                    .strip_prefix(&format!("{shown}:"))
-                    .ok_or_else(|| format!("does not start with the file name: {l:?}"))?;
-                let mut parts = rest.splitn(3, ':');
-                let (ln, col, msg) = (parts.next(), parts.next(), parts.next());
-                let ln: usize = ln
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("no LINE: {l:?}"))?;
-                let col: usize = col
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("no COL: {l:?}"))?;
-                if ln == 0 || col == 0 || ln > line_count {
+                let (file, ln, col, msg) =
+                    locate(l).ok_or_else(|| format!("not FILE:LINE:COL: message: {l:?}"))?;
+                // Problems inside an environment_files file name that file instead.
+                let inside = if file == shown {
+                    line_count
+                } else {
+                    usize::MAX
+                };
+                if ln == 0 || col == 0 || ln > inside {
                     return Err(format!(
                         "position {ln}:{col} outside the file ({line_count} lines): {l:?}"
                     ));
                 }
-                match msg {
-                    Some(m) if m.starts_with(' ') && m.trim().len() > 3 => {}
-                    _ => return Err(format!("no message after FILE:LINE:COL: {l:?}")),
+                if msg.trim().len() < 3 {
+                    return Err(format!("no message after FILE:LINE:COL: {l:?}"));
                 }
             }
             Ok(false)
         }
     }
+}
+
+/// Splits `FILE:LINE:COL: message` (FILE may itself contain ':').
+fn locate(l: &str) -> Option<(&str, usize, usize, &str)> {
+    for (i, _) in l.match_indices(':') {
+        let rest = &l[i + 1..];
+        let mut parts = rest.splitn(3, ':');
+        let (Some(ln), Some(col), Some(msg)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if i > 0 && digits(ln) && digits(col) && msg.starts_with(' ') {
+            return Some((&l[..i], ln.parse().ok()?, col.parse().ok()?, msg));
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -410,3 +410,58 @@ fn full_disk_under_initdb_is_one_line_and_leaves_pgdata_empty() {
     );
     assert!(processes_mentioning(t.path()).is_empty());
 }
+
+#[test]
+fn endless_config_and_environment_files_are_refused_not_read_to_the_end() {
+    let t = TestDir::new();
+    let cfg = t.write(
+        "hivesup.toml",
+        &stamping_config(&t, "environment_files = [\"/dev/zero\"]"),
+    );
+    // 512 MiB of address space: without the cap this fails with "out of memory" instead of
+    // taking the machine's memory, and the assertions below catch it.
+    let capped = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env_remove("HIVESUP_CONFIG");
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                let rl = libc::rlimit {
+                    rlim_cur: 512 << 20,
+                    rlim_max: 512 << 20,
+                };
+                libc::setrlimit(libc::RLIMIT_AS, &rl);
+                Ok(())
+            });
+        }
+        run(&mut cmd, WAIT)
+    };
+    let (code, _, err) = capped(&["--config", &cfg]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        nonblank(&err),
+        [format!(
+            "{cfg}:{pos}: programs.web.environment_files[0]: failed to read /dev/zero: the file is larger than 1 MiB",
+            pos = env_files_pos(&t)
+        )]
+    );
+    let (code, _, err) = capped(&["--config", "/dev/zero", "check"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        nonblank(&err),
+        ["hivesup: failed to read config /dev/zero: the file is larger than 1 MiB"]
+    );
+    assert!(t.read("started").is_none());
+}
+
+/// LINE:COL of the `environment_files` value in the stamping config.
+fn env_files_pos(t: &TestDir) -> String {
+    let text = t.read("hivesup.toml").unwrap();
+    let (i, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with("environment_files"))
+        .unwrap();
+    format!("{}:{}", i + 1, line.find('[').unwrap() + 2)
+}

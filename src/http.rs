@@ -200,6 +200,9 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
+        // A client that shuts down its write side after the request (`nc -N`, many probe
+        // scripts) still gets its answer; the timeouts bound such connections as any other.
+        .half_close(true)
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)

@@ -9,7 +9,7 @@ SECRETS = images/secrets/agent_db_password images/secrets/genie_db_password
 # Seconds `make agent`/`make genie` wait for Docker to report the container healthy.
 HEALTHY_TIMEOUT ?= 300
 
-.PHONY: help test lint lint-images images base-image \
+.PHONY: help test lint fuzz lint-images images base-image \
         agent agent-stop agent-logs genie genie-stop genie-logs
 
 help:
@@ -20,11 +20,18 @@ help:
 	@echo "make lint-images              hadolint the Dockerfiles, validate deploy/kubernetes"
 	@echo "make images                   build both images"
 	@echo "make bench | bench-short      hivesup against supervisord, s6, tini, dumb-init (see README, Performance)"
+	@echo "make fuzz [FUZZ_SECS=600]     fuzz the config loader (README, Reliability); FUZZ_SEED=N replays a run"
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).
 test: lint
 	cargo test --locked
+
+# The config fuzzer for FUZZ_SECS seconds (the normal test run does 3), optimised build.
+FUZZ_SECS ?= 600
+fuzz:
+	HIVESUP_FUZZ_SECS=$(FUZZ_SECS) $(if $(FUZZ_SEED),HIVESUP_FUZZ_SEED=$(FUZZ_SEED)) \
+	  cargo test --locked --profile fuzz --test fuzz_config -- --nocapture
 
 lint:
 	cargo fmt --check

@@ -109,6 +109,7 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         }
         return Ok(USAGE as i32);
     }
+    hivesup::procs::check_available().map_err(|e| anyhow!(e))?;
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(error = %e, "failed to become a child subreaper; orphans of programs will go to the host's init");
     }
@@ -154,9 +155,7 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         let server = listener.map(|l| {
             let app = http::router(handle.snapshots.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "health server stopped");
-                }
+                http::serve(l, app, http::Limits::default()).await;
             })
         });
         let control = control.map(|(listener, path)| {

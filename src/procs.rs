@@ -36,6 +36,21 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// hivesup reads /proc to find what programs leave behind; without it (not mounted, or
+/// something else mounted there) leftovers would survive a restart unnoticed, so the
+/// supervisor refuses to start. The error says what failed and how to fix it.
+pub fn check_available() -> Result<(), String> {
+    const FIX: &str = "hivesup needs a proc file system on /proc to find the processes programs \
+                       leave behind (mount -t proc proc /proc)";
+    match fs::read_to_string("/proc/self/stat") {
+        Ok(t) if parse_stat(&t).is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "failed to parse /proc/self/stat: /proc is not a proc file system; {FIX}"
+        )),
+        Err(e) => Err(format!("failed to read /proc/self/stat ({e}); {FIX}")),
+    }
+}
+
 pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }

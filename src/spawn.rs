@@ -297,6 +297,16 @@ pub fn preflight(p: &crate::config::ProgramConfig) -> Vec<String> {
     if let Some(Err(e)) = p.user.as_ref().map(credentials_to_switch) {
         problems.push(format!("{key}.user: {e}"));
     }
+    if let Some(dir) = &p.directory {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.push(format!(
+                "{key}.directory: \"{}\" is not a directory",
+                dir.display()
+            )),
+            Err(e) => problems.push(format!("{key}.directory: \"{}\": {e}", dir.display())),
+        }
+    }
     let argv = p.command.argv();
     // A secret that cannot be read now would fail every start: say so before any starts.
     for (k, v) in &p.environment {

@@ -286,24 +286,35 @@ fn command_not_executable_before_restart_is_failed_start() {
     unspawnable_on_restart(|p| set_mode(std::path::Path::new(p), 0o644));
 }
 
-/// A missing working directory is a failed start too, not a panic.
+/// A working directory that vanishes before a restart is a failed start, not a panic. (One
+/// missing at startup stops hivesup before anything starts: tests/hostile_env.rs.)
 #[test]
 fn missing_directory_is_failed_start() {
     let t = TestDir::new();
+    let work = t.p("work");
+    std::fs::create_dir(&work).unwrap();
     let cfg = format!(
         r#"{sup}
 [programs.p]
 directory = {dir}
-command = ["true"]
+command = "echo ran; while [ ! -e {go} ]; do sleep 0.05; done; exit 1"
 restart_backoff = "50ms"
-start_retries = 1
+start_retries = 2
+settle_time = "100ms"
 "#,
         sup = supervisor(""),
-        dir = q(t.p("no-such-dir")),
+        dir = q(&work),
+        go = t.p("go"),
     );
     let mut h = Hivesup::start(t, &cfg);
+    h.wait_stdout("p | ran");
+    std::fs::remove_dir(&work).unwrap();
+    h.dir.touch("go");
     h.wait_state("p", "failed", LONG);
-    h.wait_stderr_contains("no-such-dir");
+    h.wait_stderr_contains("work");
+    h.check(h.count(Stream::Stdout, |l| l == "p | ran") == 1, || {
+        "the program ran again without its directory".into()
+    });
     h.assert_no_panic();
     assert_eq!(h.stop(), 0);
 }

@@ -3,8 +3,23 @@
 
 use std::time::Duration;
 
+/// The longest duration a config may give: every deadline hivesup computes is "now" plus one
+/// of these (or a few added up), and `Instant + Duration` panics on overflow.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a config duration; the error text is the part after `key: `.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let d = parse_unbounded(text)?;
+    if d > MAX {
+        return Err(format!(
+            "\"{}\" is longer than the maximum of 365 days",
+            text.trim()
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("expected a duration like \"10s\", found an empty string".into());
@@ -45,5 +60,13 @@ mod tests {
                 .contains("found \"ten seconds\"")
         );
         assert!(parse("-1s").is_err());
+        assert_eq!(parse("365d"), Ok(MAX));
+        // fuzz finding: "500000000000y" was accepted, and the supervisor panicked adding it
+        // to an Instant (exit 70)
+        assert_eq!(
+            parse("500000000000y").unwrap_err(),
+            "\"500000000000y\" is longer than the maximum of 365 days"
+        );
+        assert!(parse("366d").is_err());
     }
 }

@@ -63,7 +63,7 @@ pub enum SecretError {
 /// Reads a secret for `key` (the dotted config key, for messages): the whole file, without
 /// its trailing newlines (`echo pw > file` writes one).
 pub fn read_secret(key: &str, path: &Path) -> Result<Secret, SecretError> {
-    let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+    let bytes = super::read_capped(path).map_err(|source| SecretError::Read {
         key: key.into(),
         path: path.into(),
         source,

@@ -39,11 +39,19 @@ impl ConfigErrors {
         for p in &problems {
             let line = match &p.elsewhere {
                 Some((file, line, col)) => {
-                    format!("{}:{line}:{col}: {}", file.display(), p.message)
+                    format!(
+                        "{}:{line}:{col}: {}",
+                        file.display(),
+                        escape_controls(&p.message)
+                    )
                 }
                 None => {
                     let (line, col) = line_col(text, p.offset);
-                    format!("{}:{line}:{col}: {}", path.display(), p.message)
+                    format!(
+                        "{}:{line}:{col}: {}",
+                        path.display(),
+                        escape_controls(&p.message)
+                    )
                 }
             };
             // Two programs naming the same bad env file would repeat its lines.
@@ -69,6 +77,25 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// Messages quote what the user wrote; a newline in a quoted value would break the
+/// one-problem-per-line format (a fuzz finding), so control characters are shown escaped.
+fn escape_controls(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
 
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -124,5 +151,16 @@ mod tests {
             vec![Problem::at(&(4..5), "third"), Problem::at(&(0..1), "first")],
         );
         assert_eq!(errs.lines, ["f.toml:1:1: first", "f.toml:3:1: third"]);
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        // fuzz finding: `kind = "daemon\nfoo"` printed a message over two lines
+        let errs = ConfigErrors::render(
+            Path::new("f.toml"),
+            "x",
+            vec![Problem::at(&(0..1), "found \"a\nb\tc\u{7f}\"")],
+        );
+        assert_eq!(errs.lines, [r#"f.toml:1:1: found "a\nb\tc\u{7f}""#]);
     }
 }

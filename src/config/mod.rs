@@ -276,9 +276,27 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The largest config, environment or secret file hivesup reads.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a config, environment or secret file of at most [`MAX_FILE_BYTES`]: a path that
+/// points at `/dev/zero` or a huge file fails with a message instead of filling PID 1's
+/// memory. Pipes (`--config <(...)`) still work.
+pub fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other("the file is larger than 1 MiB"));
+    }
+    Ok(bytes)
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    let bytes = read_capped(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;

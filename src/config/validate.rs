@@ -244,7 +244,7 @@ fn env_files(w: &mut Walker, key: &str, v: &Value<'_>, base: &Path) -> Vec<(Stri
             continue;
         }
         let file = base.join(item.get_ref());
-        let text = match std::fs::read(&file) {
+        let text = match super::read_capped(&file) {
             Ok(bytes) => bytes,
             Err(e) => {
                 w.problem(

@@ -77,6 +77,16 @@ pub enum Error {
         program: PathBuf,
         status: ExitStatus,
     },
+    #[error(
+        "failed to run {program}: {status}; the file system of {pgdata} has only {free_mib:.1} MiB \
+         free and a new cluster needs about 40 MiB (give it more space)"
+    )]
+    NoSpace {
+        program: PathBuf,
+        status: ExitStatus,
+        pgdata: PathBuf,
+        free_mib: f64,
+    },
     #[error("failed to find the PostgreSQL version of {program}: unexpected output {output:?}")]
     UnknownServerVersion { program: PathBuf, output: String },
     #[error(
@@ -93,6 +103,16 @@ pub enum Error {
          data directory (empty it, or point PGDATA at a subdirectory)"
     )]
     NotADataDir { pgdata: PathBuf },
+    #[error(
+        "failed to use {pgdata}: it is owned by uid {owner}, not by {user} (uid {uid}) who runs \
+         postgres; give it to {user} (chown -R {user}: {pgdata}) or point PGDATA elsewhere"
+    )]
+    WrongOwner {
+        pgdata: PathBuf,
+        owner: u32,
+        user: String,
+        uid: u32,
+    },
     #[error(
         "failed to provision {pgdata}: the initialisation scripts of its first start did not finish \
          ({marker} is still there); the data directory is half-initialised: inspect it, or remove \

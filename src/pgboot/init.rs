@@ -28,16 +28,24 @@ pub fn run(args: &InitArgs) -> Result<(), Error> {
     let account = Account::resolve(&c.user)?;
     let server = server_major(&c.bindir)?;
 
-    ensure_dir(&c.pgdata, 0o700, &account)?;
-    // setgid so sockets and lock files keep the group; group-readable for local clients.
-    ensure_dir(&c.socket_dir, 0o2775, &account)?;
-
-    match data_dir_state(&c.pgdata)? {
-        DataDir::Initialised { version } => {
-            if version != server {
+    // Look before touching anything: a data directory that is refused stays exactly as it
+    // was (no chown, no chmod), and one that needs initdb needs the password first.
+    let state = if c.pgdata.exists() {
+        Some(data_dir_state(&c.pgdata)?)
+    } else {
+        None
+    };
+    match &state {
+        Some(DataDir::Foreign) => {
+            return Err(Error::NotADataDir {
+                pgdata: c.pgdata.clone(),
+            });
+        }
+        Some(DataDir::Initialised { version }) => {
+            if *version != server {
                 return Err(Error::VersionMismatch {
                     pgdata: c.pgdata.clone(),
-                    data: version,
+                    data: version.clone(),
                     server,
                 });
             }
@@ -47,27 +55,52 @@ pub fn run(args: &InitArgs) -> Result<(), Error> {
                     marker: c.pgdata.join(super::MARKER),
                 });
             }
-            tracing::info!(pgdata = %c.pgdata.display(), version = %version, "data directory exists, skipping initdb");
-            Ok(())
+            check_owner(&c.pgdata, &account)?;
         }
-        DataDir::Foreign => Err(Error::NotADataDir {
-            pgdata: c.pgdata.clone(),
-        }),
-        DataDir::Empty => {
-            // Refuse before initdb, as the official image does: provisioning could not
-            // create the role, and a first start must not half-happen.
-            if creds.password.is_none() {
-                return Err(Error::MissingSecret {
-                    var: "POSTGRES_PASSWORD",
-                });
-            }
-            initdb(args, &creds, &account)?;
-            allow_root_as_superuser(&c.pgdata, &account.name)?;
-            write_marker(&c.pgdata, Marker::Pending, &account)?;
-            tracing::info!(pgdata = %c.pgdata.display(), version = %server, "initialised a new data directory");
-            Ok(())
+        // Refuse before initdb, as the official image does: provisioning could not
+        // create the role, and a first start must not half-happen.
+        Some(DataDir::Empty) | None if creds.password.is_none() => {
+            return Err(Error::MissingSecret {
+                var: "POSTGRES_PASSWORD",
+            });
         }
+        Some(DataDir::Empty) | None => {}
     }
+
+    ensure_dir(&c.pgdata, 0o700, &account)?;
+    // setgid so sockets and lock files keep the group; group-readable for local clients.
+    ensure_dir(&c.socket_dir, 0o2775, &account)?;
+
+    if matches!(state, Some(DataDir::Initialised { .. })) {
+        tracing::info!(pgdata = %c.pgdata.display(), version = %server, "data directory exists, skipping initdb");
+        return Ok(());
+    }
+    initdb(args, &creds, &account)?;
+    allow_root_as_superuser(&c.pgdata, &account.name)?;
+    write_marker(&c.pgdata, Marker::Pending, &account)?;
+    tracing::info!(pgdata = %c.pgdata.display(), version = %server, "initialised a new data directory");
+    Ok(())
+}
+
+/// An initialised data directory must already belong to the account: postgres refuses
+/// one it does not own, and a chown of the top directory alone (what `ensure_dir` does
+/// for a fresh root-owned volume) would leave every file inside unreadable to it. Its
+/// owner is the user's to change, not ours.
+fn check_owner(pgdata: &Path, account: &Account) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(pgdata).map_err(|source| Error::Read {
+        path: pgdata.to_owned(),
+        source,
+    })?;
+    if meta.uid() == account.uid.as_raw() {
+        return Ok(());
+    }
+    Err(Error::WrongOwner {
+        pgdata: pgdata.to_owned(),
+        owner: meta.uid(),
+        user: account.name.clone(),
+        uid: account.uid.as_raw(),
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -183,7 +216,29 @@ fn initdb(args: &InitArgs, creds: &Credentials, account: &Account) -> Result<(),
         _ => None,
     };
     tracing::info!(pgdata = %c.pgdata.display(), superuser = %account.name, "running initdb");
-    super::process::run(&mut cmd)
+    super::process::run(&mut cmd).map_err(|e| match (e, free_bytes(&c.pgdata)) {
+        // initdb prints the ENOSPC itself, among many lines, and then empties PGDATA: say
+        // it once more where the error line is.
+        (Error::CommandFailed { program, status }, Some(free)) if free < INITDB_NEEDS => {
+            Error::NoSpace {
+                program,
+                status,
+                pgdata: c.pgdata.clone(),
+                free_mib: free as f64 / (1 << 20) as f64,
+            }
+        }
+        (e, _) => e,
+    })
+}
+
+/// About what initdb writes for a new cluster (PostgreSQL 15-17: ~23 MiB of catalog plus
+/// one 16 MiB WAL segment), with some room.
+const INITDB_NEEDS: u64 = 48 << 20;
+
+/// Bytes available to unprivileged users on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// The superuser's password for `initdb --pwfile`: a file only the postgres account can

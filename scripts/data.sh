@@ -66,20 +66,22 @@ backup() {
       *) usage "backup: unknown argument $1" ;;
     esac
   done
-  local dump_cmd roles_cmd
+  local dump_tool dump_args roles_cmd
   if [[ -n $from && -n $bindir ]]; then
     [[ -x $bindir/pg_dump && -x $bindir/pg_dumpall ]] || die "no pg_dump and pg_dumpall in $bindir"
     name=${name:-backup}
-    dump_cmd=("$bindir/pg_dump" -Fc --dbname="$from")
+    dump_tool=("$bindir/pg_dump")
+    dump_args=(-Fc --dbname="$from")
     roles_cmd=("$bindir/pg_dumpall" --roles-only --dbname="$from")
-    say "backing up $from (with $("$bindir/pg_dump" --version))"
+    say "backing up $from (with $bindir/pg_dump)"
   elif [[ -n $from ]]; then
     [[ -n $image ]] || usage "backup --from needs --image (the hive image whose pg_dump to use) or --bindir"
     name=${name:-backup}
     # The newer pg_dump reads every older server (PostgreSQL's upgrade advice); -e
     # PGPASSWORD passes the variable by name, so the password is on no command line.
     local run=(docker run --rm -i --network "${network:-bridge}" -e PGPASSWORD -e PGSSLMODE)
-    dump_cmd=("${run[@]}" --entrypoint pg_dump "$image" -Fc --dbname="$from")
+    dump_tool=("${run[@]}" --entrypoint pg_dump "$image")
+    dump_args=(-Fc --dbname="$from")
     roles_cmd=("${run[@]}" --entrypoint pg_dumpall "$image" --roles-only --dbname="$from")
     say "backing up $from (with $image's pg_dump)"
   else
@@ -89,9 +91,19 @@ backup() {
     IFS=$'\t' read -r su user db kind < <(container_env "$container") ||
       die "cannot read POSTGRES_USER/POSTGRES_DB in $container"
     name=${name:-$container}
-    dump_cmd=(docker exec -u postgres "$container" pg_dump -Fc -U "$su" --dbname="$db")
+    dump_tool=(docker exec -u postgres "$container" pg_dump)
+    dump_args=(-Fc -U "$su" --dbname="$db")
     roles_cmd=(docker exec -u postgres "$container" pg_dumpall --roles-only -U "$su")
     say "backing up database $db of $container (the API keeps running)"
+  fi
+
+  # zstd where pg_dump has it (16 and later): about four times faster than the default
+  # gzip on vector data, for a file 5 % larger. pg_restore 17 reads either.
+  local version
+  version=$("${dump_tool[@]}" --version) || die "cannot run pg_dump --version"
+  version=${version#*) }
+  if ((${version%%.*} >= 16)); then
+    dump_args+=(--compress=zstd)
   fi
 
   mkdir -p "$dir"
@@ -106,7 +118,7 @@ backup() {
   umask 077
   local t0
   t0=$(now)
-  "${dump_cmd[@]}" >"$tmp_dump" || die "pg_dump failed (see above); nothing written"
+  "${dump_tool[@]}" "${dump_args[@]}" >"$tmp_dump" || die "pg_dump failed (see above); nothing written"
   "${roles_cmd[@]}" >"$tmp_roles" || die "pg_dumpall --roles-only failed (see above); nothing written"
   sync "$tmp_dump" "$tmp_roles" 2>/dev/null || true
   mv "$tmp_roles" "$base.roles.sql"
@@ -135,7 +147,7 @@ restore_with_list() {
   shift
   # (A process substitution, not a pipe: pg_restore may stop reading before the end of
   # the archive, and the writer's SIGPIPE must not count as a failure.)
-  docker exec -i -u postgres "$container" bash -c \
+  docker exec -i -u postgres -e PGOPTIONS "$container" bash -c \
     'IFS= read -r -d "" list; pg_restore -L <(printf "%s\n" "$list") "$@"' pg_restore "$@" \
     < <(printf '%s\0' "$list"; cat "$file")
 }
@@ -239,7 +251,12 @@ SELECT format('ALTER SCHEMA %I OWNER TO %I', n.nspname, :'role')
                       AND d.objid = n.oid AND d.deptype = 'e')
 \gexec
 SQL
-  restore_with_list "$rest" --no-owner --no-privileges --role="$user" --exit-on-error -d "$tmp_db" ||
+  # Index builds (hnsw above all) get more memory than the server's default 64 MB, in
+  # the backend's own memory: a parallel build would put it in /dev/shm, which Docker
+  # makes 64 MB, and fail with "could not resize shared memory segment".
+  local mem=${RESTORE_MAINTENANCE_WORK_MEM:-512MB}
+  PGOPTIONS="-c maintenance_work_mem=$mem -c max_parallel_maintenance_workers=0" \
+    restore_with_list "$rest" --no-owner --no-privileges --role="$user" --exit-on-error -d "$tmp_db" ||
     die "pg_restore failed part-way (see above)"
   sql "$tmp_db" <<<'ANALYZE' || die "ANALYZE of the restored database failed"
   say "restored into $tmp_db in $(since "$t0"); stopping $program for the swap"

@@ -574,6 +574,15 @@ fn backup_under_writes_restores_every_acknowledged_row_in_a_fresh_container() {
         &[],
     );
     assert!(out.contains("restore done"), "{out}");
+    // The API was stopped through hivesup (and exited cleanly), not killed, and started again.
+    let logs = dst.logs();
+    for line in [
+        "ctl stop program=api",
+        r#"stopped program="api" exit=exit code 0"#,
+        "ctl start program=api",
+    ] {
+        assert!(logs.contains(line), "no {line:?} in the log:\n{logs}");
+    }
     assert_eq!(dst.state("{{.State.Health.Status}}"), "healthy");
     assert_eq!(dst.health(), 200);
     let (status, body) = dst.api("GET", "/api/v1/health", None);
@@ -735,6 +744,10 @@ fn bad_backup_files_are_refused_and_a_failed_restore_changes_nothing() {
             "{file:?} left a database behind"
         );
         assert_eq!(c.health(), 200, "{file:?}: the container must stay healthy");
+        assert!(
+            !c.logs().contains("ctl stop program=api"),
+            "{file:?}: the API must keep running when nothing was restored"
+        );
     }
     assert_eq!(c.state("{{.RestartCount}} {{.State.Status}}"), "0 running");
 

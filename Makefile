@@ -21,8 +21,8 @@ help:
 	@echo "make images                   build both images"
 	@echo "make bench | bench-short      hivesup against supervisord, s6, tini, dumb-init (see README, Performance)"
 	@echo "make fuzz [FUZZ_SECS=600]     fuzz the config loader (README, Reliability); FUZZ_SEED=N replays a run"
-	@echo "make agent-backup | genie-backup            pg_dump + roles of the running container into ./backups (README, Data)"
-	@echo "make agent-restore FILE=... | genie-restore  restore a backup into the running container, API restarted"
+	@echo "make agent-backup | genie-backup  pg_dump + roles of the running container into ./backups (README, Data)"
+	@echo "make agent-restore FILE=...       restore a backup into the running container (genie-restore too)"
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).

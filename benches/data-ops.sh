@@ -68,4 +68,8 @@ after=$(psql_in "$dst" <<<"$knn")
 [[ $after == "$before" ]] || { echo "bench: the exact nearest neighbours differ: $before vs $after" >&2; exit 1; }
 [[ $(psql_in "$dst" <<<"SELECT indisvalid FROM pg_index WHERE indexrelid = 'docs_hnsw'::regclass") == t ]] ||
   { echo "bench: docs_hnsw missing or invalid after the restore" >&2; exit 1; }
+# How much of the restore is the hnsw build: the same build again, with the restore's settings.
+t=${EPOCHREALTIME/,/.}
+psql_in "$dst" <<<"SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 0; REINDEX INDEX docs_hnsw"
+echo "bench: of which the hnsw build alone (REINDEX with the restore's settings): $(elapsed "$t") s"
 echo "bench: RESULT rows=$rows dim=$dim dump=$(numfmt --to=iec-i --suffix=B "$(stat -c %s "$dump")") backup=${backup_s}s restore=${restore_s}s (make, end to end)"

@@ -12,7 +12,8 @@
 //! - a PostgreSQL 15 data directory made by the host's Debian 12 postgresql-15: refused in
 //!   one line, untouched, then dumped from the PG15 server and restored;
 //! - a PostgreSQL 17 volume initialised the way the official image does it (superuser =
-//!   POSTGRES_USER, files of the Alpine variant's uid 70) reused directly.
+//!   POSTGRES_USER), backed up both ways, then reused directly; as the Alpine variant's
+//!   (uid 70) it is refused until the documented chown.
 //!
 //! Containers, volumes and host clusters get unique names and are removed on drop. The
 //! tests take one lock: each starts two containers, and the machine has two cores.
@@ -1012,8 +1013,8 @@ fn pg15_data_dir_is_refused_untouched_then_migrated_by_dump_and_restore() {
 
 /// A PostgreSQL 17 volume of the split setup, reused as is. Initialised the way the
 /// official postgres image does it (the image's own initdb stands in for it: no registry
-/// here): POSTGRES_USER `agent` is the bootstrap superuser, local trust, scram over TCP;
-/// its files then given to uid 70 as the Alpine variant has them.
+/// here): POSTGRES_USER `agent` is the bootstrap superuser, local trust, scram over TCP.
+/// Its files are then given to uid 70, as the Alpine variant has them, and back.
 #[test]
 fn pg17_volume_of_the_split_setup_is_reused_directly() {
     let _g = setup();
@@ -1103,30 +1104,42 @@ exec "$bin/postgres" -D "$PGDATA" -c listen_addresses='*'"#,
     ]);
     assert!(out.status.success(), "{}", text(&out));
     docker_ok(&["stop", &old]);
-    // ...the Alpine variant's ownership...
-    docker_ok(&[
-        "run",
-        "--rm",
-        "--user",
-        "root",
-        "--entrypoint",
-        "chown",
-        "-v",
-        &format!("{}:/var/lib/postgresql/data", vol.0),
-        IMAGE,
-        "-R",
-        "70:70",
-        "/var/lib/postgresql/data",
-    ]);
+    // ...the Alpine variant's ownership (its postgres is uid 70): refused in one line
+    // naming the chown, nothing started, then the documented chown...
+    let chown = |owner: &str| {
+        docker_ok(&[
+            "run",
+            "--rm",
+            "--user",
+            "root",
+            "--entrypoint",
+            "chown",
+            "-v",
+            &format!("{}:/var/lib/postgresql/data", vol.0),
+            IMAGE,
+            "-R",
+            owner,
+            "/var/lib/postgresql/data",
+        ])
+    };
+    chown("70:70");
+    let refused = Container::run("alpine17", &vol.0);
+    assert_eq!(refused.wait_exited(), 1, "{}", refused.logs());
+    let logs = refused.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("owned by uid 70"))
+        .collect();
+    assert_eq!(lines.len(), 1, "want one refusal line:\n{logs}");
+    assert!(lines[0].contains("chown -R postgres:"), "{}", lines[0]);
+    assert!(!logs.lines().any(|l| l.starts_with("postgres |")), "{logs}");
+    drop(refused);
+    chown("postgres:postgres");
     // ...and the new container on the old volume.
     let c = Container::run("reuse17", &vol.0);
     c.wait_healthy();
     let logs = c.logs();
     assert!(logs.contains("skipping initdb"), "{logs}");
-    assert!(
-        logs.contains("gave files of another owner"),
-        "the uid-70 files must be adopted:\n{logs}"
-    );
     assert_eq!(fingerprint(&agent_sql(&c)), source);
     let (status, body) = c.api("GET", "/api/v1/vectors", None);
     assert_eq!((status, body["count"].as_u64()), (200, Some(3)), "{body}");

@@ -184,6 +184,13 @@ restore() {
   toc=$(docker exec -i -u postgres "$container" pg_restore -l <"$file" 2>&1) ||
     die "refusing to restore: $file is not a readable pg_dump archive: ${toc//$'\n'/ }"
 
+  # The swap needs hivesup's control socket: find out now, not after the restore.
+  # (`ctl status` exits 1 for a program that is not ok, 3 when no hivesup answers.)
+  local ctl_out rc=0
+  ctl_out=$(docker exec "$container" hivesup ctl status "$program" 2>&1) || rc=$?
+  ((rc == 0 || rc == 1)) ||
+    die "refusing to restore: cannot stop and start $program without hivesup ctl in $container: ${ctl_out//$'\n'/ }"
+
   # Names of the scratch and the swapped-out database; identifiers stop at 63 bytes.
   tmp_db="${db}__restore" old_db="${db}__pre_restore"
   ((${#old_db} <= 63)) || die "database name $db is too long to add a suffix to (63 bytes at most)"

@@ -9,6 +9,8 @@
 //!   vectors, their hnsw and ivfflat indexes and the nearest-neighbour answers are the same;
 //! - a missing, empty, non-archive, TOC-truncated and data-truncated file: refused, or
 //!   failed part-way, and the running database is unchanged;
+//! - backup and restore in the read-only, non-root mode, and a restore refused up front
+//!   where hivesup's control socket is missing;
 //! - a PostgreSQL 15 data directory made by the host's Debian 12 postgresql-15: refused in
 //!   one line, untouched, then dumped from the PG15 server and restored;
 //! - a PostgreSQL 17 volume initialised the way the official image does it (superuser =
@@ -205,25 +207,24 @@ struct Container {
 
 impl Container {
     fn run(what: &str, mount: &str) -> Container {
+        Container::run_with(what, mount, &[])
+    }
+
+    /// `extra`: more `docker run` flags (`--user`, `--read-only` ...).
+    fn run_with(what: &str, mount: &str, extra: &[&str]) -> Container {
         let c = Container {
             name: unique(what),
             api: OnceLock::new(),
         };
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &c.name,
-            "-v",
-            &format!("{mount}:/var/lib/postgresql/data"),
-            "-p",
-            &format!("127.0.0.1::{API_PORT}"),
-            "-p",
-            &format!("127.0.0.1::{HEALTH_PORT}"),
-            "-e",
-            &format!("POSTGRES_PASSWORD={PASSWORD}"),
-            IMAGE,
-        ]);
+        let volume = format!("{mount}:/var/lib/postgresql/data");
+        let api = format!("127.0.0.1::{API_PORT}");
+        let health = format!("127.0.0.1::{HEALTH_PORT}");
+        let password = format!("POSTGRES_PASSWORD={PASSWORD}");
+        let mut args = vec!["run", "-d", "--name", &c.name, "-v", &volume];
+        args.extend_from_slice(&["-p", &api, "-p", &health, "-e", &password]);
+        args.extend_from_slice(extra);
+        args.push(IMAGE);
+        docker_ok(&args);
         c
     }
 
@@ -768,6 +769,72 @@ fn bad_backup_files_are_refused_and_a_failed_restore_changes_nothing() {
         "0"
     );
     assert_eq!(c.health(), 200);
+}
+
+/// The strictest mode of README "Least privilege" (read-only, non-root, no capability):
+/// backup and restore work. Without the control socket (`--user postgres` and no `/run`
+/// tmpfs) the restore is refused before it changes anything.
+#[test]
+fn backup_and_restore_work_read_only_and_non_root_and_need_the_control_socket() {
+    let _g = setup();
+    let dir = TestDir::new();
+    let vol = Volume::new("ro");
+    let c = Container::run_with(
+        "ro",
+        &vol.0,
+        &[
+            "--user",
+            "postgres",
+            "--read-only",
+            "--tmpfs",
+            "/run:uid=999,gid=999,mode=0755",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+        ],
+    );
+    c.wait_healthy();
+    c.psql("hive_agent", &format!("SET ROLE agent;\n{FIXTURE}"));
+    let before = fingerprint(&agent_sql(&c));
+    make_ok(
+        "agent-backup",
+        &[
+            ("CONTAINER", &c.name),
+            ("BACKUP_DIR", dir.path().to_str().unwrap()),
+        ],
+        &[],
+    );
+    let dump = the_backup(dir.path(), &c.name);
+    c.psql(
+        "hive_agent",
+        "SET ROLE agent; INSERT INTO items (label, embedding) VALUES ('since', '[5,5,5]')",
+    );
+    make_ok(
+        "agent-restore",
+        &[("CONTAINER", &c.name), ("FILE", dump.to_str().unwrap())],
+        &[],
+    );
+    assert_eq!(fingerprint(&agent_sql(&c)), before);
+    assert_eq!(c.health(), 200);
+
+    let vol = Volume::new("noctl");
+    let n = Container::run_with("noctl", &vol.0, &["--user", "postgres"]);
+    n.wait_healthy();
+    let baseline = n.databases();
+    let (code, out) = make(
+        "agent-restore",
+        &[("CONTAINER", &n.name), ("FILE", dump.to_str().unwrap())],
+        &[],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("refusing to restore: cannot stop and start api without hivesup ctl")
+            && !out.contains("restoring"),
+        "{out}"
+    );
+    assert_eq!(n.databases(), baseline);
+    assert_eq!(n.health(), 200);
 }
 
 // ---------------------------------------------------------------- migration and upgrade

@@ -21,6 +21,8 @@ help:
 	@echo "make images                   build both images"
 	@echo "make bench | bench-short      hivesup against supervisord, s6, tini, dumb-init (see README, Performance)"
 	@echo "make fuzz [FUZZ_SECS=600]     fuzz the config loader (README, Reliability); FUZZ_SEED=N replays a run"
+	@echo "make agent-backup | genie-backup  pg_dump + roles of the running container into ./backups (README, Data)"
+	@echo "make agent-restore FILE=...       restore a backup into the running container (genie-restore too)"
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).
@@ -90,5 +92,21 @@ _up: $(SECRETS)
 	@echo "  API     http://localhost:$(API_PORT)/api/v1/health"
 	@echo "  hivesup http://localhost:$(HEALTH_PORT)/health  (/status, /metrics, /livez, /readyz)"
 	@echo "  stop: make $(SVC)-stop   logs: make $(SVC)-logs"
+
+# Data (README, "Data"): scripts/data.sh does the work through the Docker CLI.
+#   make agent-backup [CONTAINER=hive-agent] [BACKUP_DIR=backups]
+#   make agent-backup FROM=postgresql://USER@HOST:PORT/DB [NETWORK=net] [IMAGE=hive-agent:latest | PG_BINDIR=dir]
+#   make agent-restore FILE=backups/hive-agent-TIMESTAMP.dump [CONTAINER=hive-agent]
+BACKUP_DIR ?= backups
+.PHONY: agent-backup genie-backup agent-restore genie-restore
+agent-backup agent-restore: SVC = agent
+genie-backup genie-restore: SVC = genie
+agent-backup genie-backup:
+	@$(ENGINE) && bash scripts/data.sh backup --dir '$(BACKUP_DIR)' \
+	  $(if $(FROM),--from '$(FROM)' --name '$(or $(NAME),hive-$(SVC))' \
+	    $(if $(PG_BINDIR),--bindir '$(PG_BINDIR)',--image '$(or $(IMAGE),hive-$(SVC):latest)' $(if $(NETWORK),--network '$(NETWORK)')), \
+	    --container '$(or $(CONTAINER),hive-$(SVC))')
+agent-restore genie-restore:
+	@$(ENGINE) && bash scripts/data.sh restore --container '$(or $(CONTAINER),hive-$(SVC))' --file '$(FILE)'
 
 include benches/bench.mk

@@ -9,7 +9,10 @@
 
 use std::{
     fs,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -504,6 +507,10 @@ fn data_dir_of_another_major_version_is_one_clear_error() {
     let cl = Cluster::new("major");
     fs::create_dir_all(cl.pgdata().join("base")).unwrap();
     fs::write(cl.pgdata().join("PG_VERSION"), "14\n").unwrap();
+    // Owned by another account, as a volume of the old server is: a refused directory
+    // keeps its owner and mode, so the old server can still start on it to be dumped.
+    std::os::unix::fs::chown(cl.pgdata(), Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(cl.pgdata(), fs::Permissions::from_mode(0o750)).unwrap();
     let out = cl.hivesup("init");
     assert_eq!(out.status.code(), Some(1));
     let lines = error_lines(&out);
@@ -514,8 +521,20 @@ fn data_dir_of_another_major_version_is_one_clear_error() {
         lines[0]
     );
     assert!(
+        lines[0].contains("make agent-backup FROM=")
+            && lines[0].contains("make agent-restore FILE="),
+        "the refusal names the documented upgrade commands: {}",
+        lines[0]
+    );
+    assert!(
         cl.pgdata().join("base").exists(),
         "the data directory must be left alone"
+    );
+    let meta = fs::metadata(cl.pgdata()).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o7777),
+        (65534, 0o750),
+        "a refused data directory must keep its owner and mode"
     );
 }
 

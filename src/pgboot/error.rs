@@ -90,8 +90,8 @@ pub enum Error {
     #[error("failed to find the PostgreSQL version of {program}: unexpected output {output:?}")]
     UnknownServerVersion { program: PathBuf, output: String },
     #[error(
-        "failed to start PostgreSQL {server} on {pgdata}: it holds a PostgreSQL {data} data directory \
-         (upgrade it with pg_upgrade or dump and restore, or start with an empty volume)"
+        "failed to start PostgreSQL {server} on {pgdata}: it holds a PostgreSQL {data} data directory; {}",
+        version_advice(data, server)
     )]
     VersionMismatch {
         pgdata: PathBuf,
@@ -140,6 +140,27 @@ pub enum Error {
     },
     #[error("failed to start the async runtime")]
     Runtime(#[source] io::Error),
+}
+
+/// What to do about a data directory of another major version, in the words of the
+/// README's "Data" section (`make agent-backup FROM=...` runs the newer pg_dump against
+/// the old server; `make agent-restore` loads it into a new volume).
+fn version_advice(data: &str, server: &str) -> String {
+    let major = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    if major(data) > major(server) {
+        format!(
+            "it is newer than this server: use an image with PostgreSQL {data}, or dump it with PostgreSQL {data} and restore"
+        )
+    } else {
+        format!(
+            "upgrade it by dump and restore (serve it with PostgreSQL {data}, then `make agent-backup FROM=postgresql://...` and \
+             `make agent-restore FILE=...` on a new volume) or with pg_upgrade: README, \"Data\", \"Major-version upgrade\""
+        )
+    }
 }
 
 /// A tokio-postgres error shown once: its own `Display` already appends the server's

@@ -382,5 +382,22 @@ mod tests {
             s.contains("PostgreSQL 17") && s.contains("PostgreSQL 15 data directory"),
             "{s}"
         );
+        // The documented upgrade commands (README, "Data").
+        assert!(
+            s.contains("serve it with PostgreSQL 15")
+                && s.contains("make agent-backup FROM=")
+                && s.contains("make agent-restore FILE="),
+            "{s}"
+        );
+        let newer = Error::VersionMismatch {
+            pgdata: "/var/lib/postgresql/data".into(),
+            data: "18".into(),
+            server: "17".into(),
+        }
+        .to_string();
+        assert!(
+            newer.contains("newer than this server") && !newer.contains("upgrade it"),
+            "{newer}"
+        );
     }
 }

@@ -65,7 +65,25 @@ pub fn check_available() -> Result<(), String> {
 }
 
 pub fn stat(pid: u32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_proc_file(&format!("/proc/{pid}/stat"))?)
+}
+
+/// Reads a /proc file. Unlike fs::read_to_string it does not stat the file first for a
+/// size hint (/proc files report size 0): one open, the reads, one close.
+fn read_proc_file(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// Every live process (zombies excluded): the full scan, for kernels without the
@@ -135,9 +153,11 @@ impl Tree {
                 };
                 let mut out: Vec<Stat> = Vec::new();
                 for task in tasks.flatten() {
-                    let mut path = task.path();
-                    path.push("children");
-                    let Ok(text) = fs::read_to_string(&path) else {
+                    let Some(tid) = task.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let Some(text) = read_proc_file(&format!("/proc/{pid}/task/{tid}/children"))
+                    else {
                         continue;
                     };
                     for child in text.split_ascii_whitespace() {

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -67,14 +67,17 @@ struct Ring {
 /// The recent output of every program, and a feed of new lines.
 pub struct Logs {
     rings: Mutex<HashMap<String, Ring>>,
-    feed: broadcast::Sender<Arc<LogLine>>,
+    /// Made for the first follower: a broadcast channel allocates (and initialises) all
+    /// its slots up front, 160 KiB for FOLLOW_QUEUE, which an idle hivesup that nobody
+    /// follows should not carry.
+    feed: OnceLock<broadcast::Sender<Arc<LogLine>>>,
 }
 
 impl Logs {
     fn new() -> Self {
         Logs {
             rings: Mutex::new(HashMap::new()),
-            feed: broadcast::channel(FOLLOW_QUEUE).0,
+            feed: OnceLock::new(),
         }
     }
 
@@ -91,7 +94,9 @@ impl Logs {
             }
         }
         // Sent under the lock, so `tail_and_follow` sees every line exactly once.
-        let _ = self.feed.send(line);
+        if let Some(feed) = self.feed.get() {
+            let _ = feed.send(line);
+        }
     }
 
     /// The last `n` lines of `program`, and (for `-f`) a feed of the lines after them.
@@ -108,7 +113,8 @@ impl Logs {
                 r.lines.iter().skip(skip).cloned().collect()
             })
             .unwrap_or_default();
-        (tail, self.feed.subscribe())
+        let feed = self.feed.get_or_init(|| broadcast::channel(FOLLOW_QUEUE).0);
+        (tail, feed.subscribe())
     }
 }
 

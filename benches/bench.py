@@ -414,6 +414,45 @@ class Bench:
             out["stubborn_killed_ms"] = (gone[stub[0]] - t0) / 1e6
         return out
 
+    def s3_crowd(self, peer: str) -> dict:
+        """Cooperative SIGTERM with the supervisor not PID 1 but beside `crowd` idle
+        processes that are none of its business (a subreaper on a busy host)."""
+        n = self.args.crowd
+        d = self.fresh(f"stop-crowd-{peer}")
+        progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
+        argv = self.build(peer, progs, d)
+        if peer == "tini":
+            argv = ["tini", "-s"] + argv[1:]  # not PID 1: reap as a subreaper
+        crowded = d / "crowd.started"
+        with Namespace([self.helper, "crowd", str(n), str(crowded)] + argv, d, peer) as ns:
+            init = ns.init()
+            wait_for(crowded.exists, 30, f"{n} bystanders", ns, step=0.01)
+            def supervisor():
+                kids = [pid for pid, (ppid, c) in proc_table().items()
+                        if ppid == init and c not in ("bystander", "helper")]
+                return kids[0] if kids else None
+            sup = wait_for(supervisor, 15, "the supervisor", ns, step=0.01)
+            pids = wait_for(lambda: (lambda p: p if len(p) >= 2 else None)(
+                [pid for pid, c in descendants(sup) if c == "sleep"]), 15, "2 programs", ns, step=0.01)
+            time.sleep(1.2)  # every peer past its start-up, as in the plain scenario
+            fds = {os.pidfd_open(pid): pid for pid in [sup] + pids}
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            gone = {}
+            t0 = time.time_ns()
+            os.kill(sup, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while len(gone) < len(fds) and time.monotonic() < deadline:
+                for fd, _ in poller.poll(100):
+                    gone[fds[fd]] = time.time_ns()
+                    poller.unregister(fd)
+            for fd in fds:
+                os.close(fd)
+            if len(gone) < len(fds):
+                raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+        return {"all_gone_ms": (max(gone.values()) - t0) / 1e6}
+
     # ------------------------------------------------------------ scenario 4: readiness gate
 
     def s4_ready(self, peer: str, how: str) -> dict:
@@ -648,6 +687,8 @@ def run_all() -> int:
     ap.add_argument("--out", default=None, help="directory for table.md and results.json")
     ap.add_argument("--only", default="", help="comma-separated scenarios: 1,2,3,4,5,6,7,size")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--peers", default="", help="comma-separated peers to run (default all): " + ",".join(PEERS + ["floor"]))
+    ap.add_argument("--crowd", type=int, default=2000, help="bystander processes in scenario 3's crowded variant")
     ap.add_argument("--images-src", default=str(ROOT),
                     help="checkout whose images/ the supervisord comparison image is built from (default: this one)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, stamps)")
@@ -676,6 +717,9 @@ def run_all() -> int:
 
 
 def run_scenarios(a, b: "Bench", only: set) -> int:
+    wanted = set(a.peers.split(",")) if a.peers else None
+    def peers(names: list[str]) -> list[str]:
+        return [n for n in names if wanted is None or n in wanted]
     t = Table()
     started = time.monotonic()
     load_start = os.getloadavg()
@@ -688,7 +732,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "1" in only:
         log("scenario 1: idle memory")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "1 idle, 2 programs", peer, lambda: b.s1_memory(peer),
                    [("rss_mib", "RSS, supervisor + helpers", "MiB"), ("pss_mib", "PSS, supervisor + helpers", "MiB"),
                     ("procs", "processes (supervisor + helpers)", "")],
@@ -700,7 +744,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "2" in only:
         log(f"scenario 2: {a.orphans} orphans as PID 1")
-        for peer in ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]):
             n = reps if peer != "supervisord" else (1 if a.short else reps)
             repeat(t, n, "2 zombies", peer, lambda: b.s2_zombies(peer),
                    [("reaped_after_last_exit_ms", f"last orphan exit → 0 zombies ({a.orphans})", "ms"),
@@ -710,11 +754,16 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "3" in only:
         log("scenario 3: shutdown")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "3 SIGTERM, cooperative", peer, lambda: b.s3_shutdown(peer, False),
                    [("all_gone_ms", "SIGTERM → supervisor and both programs gone", "ms")],
                    note_fn=lambda r: f"exit code {r['supervisor_exit_code']}")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
+            repeat(t, reps, f"3 SIGTERM, cooperative, not PID 1, {a.crowd:,} other processes", peer,
+                   lambda: b.s3_crowd(peer),
+                   [("all_gone_ms", "SIGTERM → supervisor and both programs gone", "ms")],
+                   note_fn=lambda r, peer=peer: "tini -s (subreaper)" if peer == "tini" else "")
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "3 SIGTERM, one ignores it (2 s stop timeout)", peer, lambda: b.s3_shutdown(peer, True),
                    [("stubborn_killed_ms", "SIGTERM → stubborn program SIGKILLed", "ms"),
                     ("all_gone_ms", "SIGTERM → everything gone", "ms")],
@@ -723,7 +772,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
     if "4" in only:
         log("scenario 4: readiness gate")
         for how in ("poll", "poll, spread", "notify"):
-            for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+            for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
                 label = {"poll": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s",
                          "poll, spread": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s + 0..99 ms",
                          "notify": "A READY=1 → B exec (sd_notify; s6: notification-fd)"}[how]
@@ -733,7 +782,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "5" in only:
         log("scenario 5: start")
-        for peer in ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init", "floor"]:
+        for peer in peers(["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init", "floor"]):
             repeat(t, reps, "5 start", peer, lambda: b.s5_start(peer),
                    [("first_exec_ms", "exec of supervisor → first program exec", "ms")],
                    note_fn=lambda r, peer=peer: "floor: a 20-line C fork+exec" if peer == "floor" else "")
@@ -749,7 +798,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
                    + f"; wrk {a.wrk_seconds} s, 2 threads on the same 2 cores")
         for peer, why in (("supervisord", "no health endpoint (its HTTP server is XML-RPC)"), ("s6", "no HTTP server"),
                           ("tini", "no HTTP server"), ("dumb-init", "no HTTP server")):
-            t.add("6 /health, 1/64/256 conn", "requests/s, latency", peer, None, "", f"cannot: {why}")
+            if peers([peer]):
+                t.add("6 /health, 1/64/256 conn", "requests/s, latency", peer, None, "", f"cannot: {why}")
 
     if "7" in only:
         log("scenario 7: containers")

@@ -42,6 +42,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]
+# "baseline" is another hivesup binary (--baseline), run exactly like "hivesup": its
+# ratio column is then this build's figure over the baseline's (before/after).
+HIVESUPS = ("hivesup", "baseline")
 NS = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 
@@ -209,6 +212,7 @@ class Bench:
         self.short = args.short
         self.work = Path(tempfile.mkdtemp(prefix="hivesup-bench."))
         self.hivesup = str(Path(args.hivesup).resolve())
+        self.baseline = str(Path(args.baseline).resolve()) if getattr(args, "baseline", None) else None
         self.helper = str(self.work / "bin" / "helper")
         (self.work / "bin").mkdir()
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.helper, str(ROOT / "benches" / "helper.c")], check=True)
@@ -227,7 +231,7 @@ class Bench:
         allows. A prog: name, argv (list, or callable(peer) -> list), priority, stop_timeout
         (seconds), ready (None | ("tcp", port) | "notify")."""
         argv_of = lambda p: p["argv"](peer) if callable(p["argv"]) else p["argv"]
-        if peer == "hivesup":
+        if peer in HIVESUPS:
             lines = ["[supervisor]", f'health_addr = "{f"127.0.0.1:{http_port}" if http_port else ""}"',
                      f'shutdown_timeout = "{shutdown_timeout}"', ""]
             for p in progs:
@@ -243,7 +247,7 @@ class Bench:
                               'interval = "100ms"', 'timeout = "20s"']
                 lines.append("")
             (d / "hivesup.toml").write_text("\n".join(lines))
-            return [self.hivesup, "--config", str(d / "hivesup.toml")]
+            return [self.hivesup if peer == "hivesup" else self.baseline, "--config", str(d / "hivesup.toml")]
         if peer == "supervisord":
             lines = ["[supervisord]", "nodaemon=true", f"logfile={d}/supervisord.log",
                      f"pidfile={d}/supervisord.pid", f"childlogdir={d}", "user=root", "loglevel=info", "",
@@ -323,7 +327,7 @@ class Bench:
             got = [pid for pid, c in descendants(init) if c in comms]
             return got if len(got) >= nprogs else None
         pids = wait_for(progs, 15, f"{nprogs} programs", ns, step=0.01)
-        if peer == "hivesup" and http_port:
+        if peer in HIVESUPS and http_port:
             wait_for(lambda: http_status(f"http://127.0.0.1:{http_port}/health") == 200, 15, "/health 200", ns, step=0.02)
         return pids
 
@@ -333,14 +337,14 @@ class Bench:
         d = self.fresh(f"mem-{peer}")
         port = free_port()
         progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
-        http = peer in ("hivesup", "supervisord")
+        http = peer in HIVESUPS + ("supervisord",)
         argv = self.build(peer, progs, d, port if http else None)
         with Namespace(argv, d, peer) as ns:
             self.wait_up(ns, peer, 2, port if http else None)
             time.sleep(1.2)  # past startsecs / settle_time: every peer is in its steady state
             if http:
                 # One request, as Docker's HEALTHCHECK would make, so the HTTP path is paged in.
-                http_status(f"http://127.0.0.1:{port}/health" if peer == "hivesup" else f"http://127.0.0.1:{port}/")
+                http_status(f"http://127.0.0.1:{port}/health" if peer in HIVESUPS else f"http://127.0.0.1:{port}/")
             time.sleep(1.0)
             init = ns.init()
             procs = [init] + [pid for pid, c in descendants(init) if c in ("s6-supervise",)]
@@ -470,7 +474,7 @@ class Bench:
             self.phase[peer] = k + 1
             delay += (37 * k) % 100
         def a_argv(pr):
-            mode = {"hivesup": "notify", "s6": "fd3"}.get(pr, "") if how == "notify" else ""
+            mode = {"hivesup": "notify", "baseline": "notify", "s6": "fd3"}.get(pr, "") if how == "notify" else ""
             return [self.helper, "listen-after", str(delay), str(port), str(st)] + ([mode] if mode else [])
         progs = [{"name": "a", "argv": a_argv, "priority": 100,
                   "ready": "notify" if how == "notify" else ("tcp", port)},
@@ -504,13 +508,13 @@ class Bench:
 
     # ------------------------------------------------------------ scenario 6: /health under load
 
-    def s6_load(self, conns: int) -> dict:
+    def s6_load(self, conns: int, peer: str = "hivesup") -> dict:
         d = self.fresh(f"load-{conns}")
         port = free_port()
         progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
-        argv = self.build("hivesup", progs, d, port)
-        with Namespace(argv, d, "hivesup") as ns:
-            pids = sorted(self.wait_up(ns, "hivesup", 2, port))
+        argv = self.build(peer, progs, d, port)
+        with Namespace(argv, d, peer) as ns:
+            pids = sorted(self.wait_up(ns, peer, 2, port))
             init = ns.init()
             before = mem_of(init)["rss"]
             peak = [before]
@@ -688,6 +692,8 @@ def run_all() -> int:
     ap.add_argument("--only", default="", help="comma-separated scenarios: 1,2,3,4,5,6,7,size")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--peers", default="", help="comma-separated peers to run (default all): " + ",".join(PEERS + ["floor"]))
+    ap.add_argument("--baseline", default=None,
+                    help="another hivesup binary to run as peer \"baseline\" (before/after comparisons)")
     ap.add_argument("--crowd", type=int, default=2000, help="bystander processes in scenario 3's crowded variant")
     ap.add_argument("--images-src", default=str(ROOT),
                     help="checkout whose images/ the supervisord comparison image is built from (default: this one)")
@@ -698,6 +704,9 @@ def run_all() -> int:
     a.zombie_cap = 20 if a.short else 150
     a.wrk_seconds = 3 if a.short else 10
     only = set(a.only.split(",")) if a.only else {"size", "1", "2", "3", "4", "5", "6", "7"}
+    if a.baseline and not Path(a.baseline).is_file():
+        print(f"bench: --baseline {a.baseline} not found", file=sys.stderr)
+        return 2
     if not Path(a.hivesup).is_file():
         print(f"bench: {a.hivesup} not found: run `cargo build --release` first", file=sys.stderr)
         return 2
@@ -719,6 +728,8 @@ def run_all() -> int:
 def run_scenarios(a, b: "Bench", only: set) -> int:
     wanted = set(a.peers.split(",")) if a.peers else None
     def peers(names: list[str]) -> list[str]:
+        if a.baseline and "hivesup" in names:
+            names = ["hivesup", "baseline"] + names[1:]
         return [n for n in names if wanted is None or n in wanted]
     t = Table()
     started = time.monotonic()
@@ -736,7 +747,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
             repeat(t, reps, "1 idle, 2 programs", peer, lambda: b.s1_memory(peer),
                    [("rss_mib", "RSS, supervisor + helpers", "MiB"), ("pss_mib", "PSS, supervisor + helpers", "MiB"),
                     ("procs", "processes (supervisor + helpers)", "")],
-                   note_fn=lambda r, peer=peer: {"hivesup": "HTTP /health on", "supervisord": "inet_http_server on",
+                   note_fn=lambda r, peer=peer: {"hivesup": "HTTP /health on", "baseline": "HTTP /health on",
+                                                 "supervisord": "inet_http_server on",
                                                  "s6": "s6-svscan + one s6-supervise per program; no HTTP",
                                                  "tini": "one child (sh execs into B, A in the background); no HTTP",
                                                  "dumb-init": "one child (as tini); no HTTP"}[peer]
@@ -789,8 +801,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "6" in only:
         log("scenario 6: /health under load")
-        for c in (1, 64, 256):
-            repeat(t, reps, f"6 /health, {c} conn", "hivesup", lambda: b.s6_load(c),
+        for c, peer in ((c, p) for c in (1, 64, 256) for p in peers(["hivesup"])):
+            repeat(t, reps, f"6 /health, {c} conn", peer, lambda: b.s6_load(c, peer),
                    [("rps", "requests/s", "req/s"), ("p50_ms", "p50 latency", "ms"), ("p99_ms", "p99 latency", "ms"),
                     ("rss_during_mib", "hivesup RSS during (peak)", "MiB"), ("rss_after_mib", "hivesup RSS 1 s after", "MiB")],
                    note_fn=lambda r: ("programs untouched" if r["programs_untouched"] else "PROGRAMS CHANGED")
@@ -823,7 +835,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
               f"machine: {os.cpu_count()} CPUs ({cpu}), {uname.system} {uname.release}, "
               f"load average (1/5/15 min) at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
               f"at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine: expect noise)\n"
-              f"command: python3 benches/bench.py{' --short' if a.short else ''}; hivesup {a.hivesup}\n"
+              f"command: python3 benches/bench.py{' --short' if a.short else ''}; hivesup {a.hivesup}"
+              f"{f'; baseline {a.baseline}' if a.baseline else ''}\n"
               f"ratio: hivesup's median ÷ the peer's median (below 1: hivesup smaller/faster; for requests/s above 1 is better)\n")
     text = header + "\n" + t.render() + "\n\n" + render_targets(t) + "\n"
     print(text)

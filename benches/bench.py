@@ -42,6 +42,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]
+# "baseline" is another hivesup binary (--baseline), run exactly like "hivesup": its
+# ratio column is then this build's figure over the baseline's (before/after).
+HIVESUPS = ("hivesup", "baseline")
 NS = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 
@@ -209,6 +212,7 @@ class Bench:
         self.short = args.short
         self.work = Path(tempfile.mkdtemp(prefix="hivesup-bench."))
         self.hivesup = str(Path(args.hivesup).resolve())
+        self.baseline = str(Path(args.baseline).resolve()) if getattr(args, "baseline", None) else None
         self.helper = str(self.work / "bin" / "helper")
         (self.work / "bin").mkdir()
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.helper, str(ROOT / "benches" / "helper.c")], check=True)
@@ -227,7 +231,7 @@ class Bench:
         allows. A prog: name, argv (list, or callable(peer) -> list), priority, stop_timeout
         (seconds), ready (None | ("tcp", port) | "notify")."""
         argv_of = lambda p: p["argv"](peer) if callable(p["argv"]) else p["argv"]
-        if peer == "hivesup":
+        if peer in HIVESUPS:
             lines = ["[supervisor]", f'health_addr = "{f"127.0.0.1:{http_port}" if http_port else ""}"',
                      f'shutdown_timeout = "{shutdown_timeout}"', ""]
             for p in progs:
@@ -243,7 +247,7 @@ class Bench:
                               'interval = "100ms"', 'timeout = "20s"']
                 lines.append("")
             (d / "hivesup.toml").write_text("\n".join(lines))
-            return [self.hivesup, "--config", str(d / "hivesup.toml")]
+            return [self.hivesup if peer == "hivesup" else self.baseline, "--config", str(d / "hivesup.toml")]
         if peer == "supervisord":
             lines = ["[supervisord]", "nodaemon=true", f"logfile={d}/supervisord.log",
                      f"pidfile={d}/supervisord.pid", f"childlogdir={d}", "user=root", "loglevel=info", "",
@@ -323,7 +327,7 @@ class Bench:
             got = [pid for pid, c in descendants(init) if c in comms]
             return got if len(got) >= nprogs else None
         pids = wait_for(progs, 15, f"{nprogs} programs", ns, step=0.01)
-        if peer == "hivesup" and http_port:
+        if peer in HIVESUPS and http_port:
             wait_for(lambda: http_status(f"http://127.0.0.1:{http_port}/health") == 200, 15, "/health 200", ns, step=0.02)
         return pids
 
@@ -333,14 +337,14 @@ class Bench:
         d = self.fresh(f"mem-{peer}")
         port = free_port()
         progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
-        http = peer in ("hivesup", "supervisord")
+        http = peer in HIVESUPS + ("supervisord",)
         argv = self.build(peer, progs, d, port if http else None)
         with Namespace(argv, d, peer) as ns:
             self.wait_up(ns, peer, 2, port if http else None)
             time.sleep(1.2)  # past startsecs / settle_time: every peer is in its steady state
             if http:
                 # One request, as Docker's HEALTHCHECK would make, so the HTTP path is paged in.
-                http_status(f"http://127.0.0.1:{port}/health" if peer == "hivesup" else f"http://127.0.0.1:{port}/")
+                http_status(f"http://127.0.0.1:{port}/health" if peer in HIVESUPS else f"http://127.0.0.1:{port}/")
             time.sleep(1.0)
             init = ns.init()
             procs = [init] + [pid for pid, c in descendants(init) if c in ("s6-supervise",)]
@@ -414,6 +418,45 @@ class Bench:
             out["stubborn_killed_ms"] = (gone[stub[0]] - t0) / 1e6
         return out
 
+    def s3_crowd(self, peer: str) -> dict:
+        """Cooperative SIGTERM with the supervisor not PID 1 but beside `crowd` idle
+        processes that are none of its business (a subreaper on a busy host)."""
+        n = self.args.crowd
+        d = self.fresh(f"stop-crowd-{peer}")
+        progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
+        argv = self.build(peer, progs, d)
+        if peer == "tini":
+            argv = ["tini", "-s"] + argv[1:]  # not PID 1: reap as a subreaper
+        crowded = d / "crowd.started"
+        with Namespace([self.helper, "crowd", str(n), str(crowded)] + argv, d, peer) as ns:
+            init = ns.init()
+            wait_for(crowded.exists, 30, f"{n} bystanders", ns, step=0.01)
+            def supervisor():
+                kids = [pid for pid, (ppid, c) in proc_table().items()
+                        if ppid == init and c not in ("bystander", "helper")]
+                return kids[0] if kids else None
+            sup = wait_for(supervisor, 15, "the supervisor", ns, step=0.01)
+            pids = wait_for(lambda: (lambda p: p if len(p) >= 2 else None)(
+                [pid for pid, c in descendants(sup) if c == "sleep"]), 15, "2 programs", ns, step=0.01)
+            time.sleep(1.2)  # every peer past its start-up, as in the plain scenario
+            fds = {os.pidfd_open(pid): pid for pid in [sup] + pids}
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            gone = {}
+            t0 = time.time_ns()
+            os.kill(sup, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while len(gone) < len(fds) and time.monotonic() < deadline:
+                for fd, _ in poller.poll(100):
+                    gone[fds[fd]] = time.time_ns()
+                    poller.unregister(fd)
+            for fd in fds:
+                os.close(fd)
+            if len(gone) < len(fds):
+                raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+        return {"all_gone_ms": (max(gone.values()) - t0) / 1e6}
+
     # ------------------------------------------------------------ scenario 4: readiness gate
 
     def s4_ready(self, peer: str, how: str) -> dict:
@@ -431,7 +474,7 @@ class Bench:
             self.phase[peer] = k + 1
             delay += (37 * k) % 100
         def a_argv(pr):
-            mode = {"hivesup": "notify", "s6": "fd3"}.get(pr, "") if how == "notify" else ""
+            mode = {"hivesup": "notify", "baseline": "notify", "s6": "fd3"}.get(pr, "") if how == "notify" else ""
             return [self.helper, "listen-after", str(delay), str(port), str(st)] + ([mode] if mode else [])
         progs = [{"name": "a", "argv": a_argv, "priority": 100,
                   "ready": "notify" if how == "notify" else ("tcp", port)},
@@ -465,13 +508,13 @@ class Bench:
 
     # ------------------------------------------------------------ scenario 6: /health under load
 
-    def s6_load(self, conns: int) -> dict:
+    def s6_load(self, conns: int, peer: str = "hivesup") -> dict:
         d = self.fresh(f"load-{conns}")
         port = free_port()
         progs = [{"name": "a", "argv": ["sleep", "infinity"]}, {"name": "b", "argv": ["sleep", "infinity"]}]
-        argv = self.build("hivesup", progs, d, port)
-        with Namespace(argv, d, "hivesup") as ns:
-            pids = sorted(self.wait_up(ns, "hivesup", 2, port))
+        argv = self.build(peer, progs, d, port)
+        with Namespace(argv, d, peer) as ns:
+            pids = sorted(self.wait_up(ns, peer, 2, port))
             init = ns.init()
             before = mem_of(init)["rss"]
             peak = [before]
@@ -648,6 +691,10 @@ def run_all() -> int:
     ap.add_argument("--out", default=None, help="directory for table.md and results.json")
     ap.add_argument("--only", default="", help="comma-separated scenarios: 1,2,3,4,5,6,7,size")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--peers", default="", help="comma-separated peers to run (default all): " + ",".join(PEERS + ["floor"]))
+    ap.add_argument("--baseline", default=None,
+                    help="another hivesup binary to run as peer \"baseline\" (before/after comparisons)")
+    ap.add_argument("--crowd", type=int, default=2000, help="bystander processes in scenario 3's crowded variant")
     ap.add_argument("--images-src", default=str(ROOT),
                     help="checkout whose images/ the supervisord comparison image is built from (default: this one)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, stamps)")
@@ -657,6 +704,9 @@ def run_all() -> int:
     a.zombie_cap = 20 if a.short else 150
     a.wrk_seconds = 3 if a.short else 10
     only = set(a.only.split(",")) if a.only else {"size", "1", "2", "3", "4", "5", "6", "7"}
+    if a.baseline and not Path(a.baseline).is_file():
+        print(f"bench: --baseline {a.baseline} not found", file=sys.stderr)
+        return 2
     if not Path(a.hivesup).is_file():
         print(f"bench: {a.hivesup} not found: run `cargo build --release` first", file=sys.stderr)
         return 2
@@ -676,6 +726,11 @@ def run_all() -> int:
 
 
 def run_scenarios(a, b: "Bench", only: set) -> int:
+    wanted = set(a.peers.split(",")) if a.peers else None
+    def peers(names: list[str]) -> list[str]:
+        if a.baseline and "hivesup" in names:
+            names = ["hivesup", "baseline"] + names[1:]
+        return [n for n in names if wanted is None or n in wanted]
     t = Table()
     started = time.monotonic()
     load_start = os.getloadavg()
@@ -688,11 +743,12 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "1" in only:
         log("scenario 1: idle memory")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "1 idle, 2 programs", peer, lambda: b.s1_memory(peer),
                    [("rss_mib", "RSS, supervisor + helpers", "MiB"), ("pss_mib", "PSS, supervisor + helpers", "MiB"),
                     ("procs", "processes (supervisor + helpers)", "")],
-                   note_fn=lambda r, peer=peer: {"hivesup": "HTTP /health on", "supervisord": "inet_http_server on",
+                   note_fn=lambda r, peer=peer: {"hivesup": "HTTP /health on", "baseline": "HTTP /health on",
+                                                 "supervisord": "inet_http_server on",
                                                  "s6": "s6-svscan + one s6-supervise per program; no HTTP",
                                                  "tini": "one child (sh execs into B, A in the background); no HTTP",
                                                  "dumb-init": "one child (as tini); no HTTP"}[peer]
@@ -700,7 +756,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "2" in only:
         log(f"scenario 2: {a.orphans} orphans as PID 1")
-        for peer in ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init"]):
             n = reps if peer != "supervisord" else (1 if a.short else reps)
             repeat(t, n, "2 zombies", peer, lambda: b.s2_zombies(peer),
                    [("reaped_after_last_exit_ms", f"last orphan exit → 0 zombies ({a.orphans})", "ms"),
@@ -710,11 +766,16 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "3" in only:
         log("scenario 3: shutdown")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "3 SIGTERM, cooperative", peer, lambda: b.s3_shutdown(peer, False),
                    [("all_gone_ms", "SIGTERM → supervisor and both programs gone", "ms")],
                    note_fn=lambda r: f"exit code {r['supervisor_exit_code']}")
-        for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
+            repeat(t, reps, f"3 SIGTERM, cooperative, not PID 1, {a.crowd:,} other processes", peer,
+                   lambda: b.s3_crowd(peer),
+                   [("all_gone_ms", "SIGTERM → supervisor and both programs gone", "ms")],
+                   note_fn=lambda r, peer=peer: "tini -s (subreaper)" if peer == "tini" else "")
+        for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
             repeat(t, reps, "3 SIGTERM, one ignores it (2 s stop timeout)", peer, lambda: b.s3_shutdown(peer, True),
                    [("stubborn_killed_ms", "SIGTERM → stubborn program SIGKILLed", "ms"),
                     ("all_gone_ms", "SIGTERM → everything gone", "ms")],
@@ -723,7 +784,7 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
     if "4" in only:
         log("scenario 4: readiness gate")
         for how in ("poll", "poll, spread", "notify"):
-            for peer in ["hivesup", "supervisord", "s6", "tini", "dumb-init"]:
+            for peer in peers(["hivesup", "supervisord", "s6", "tini", "dumb-init"]):
                 label = {"poll": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s",
                          "poll, spread": "A listen() → B exec, 100 ms TCP poll, A listens at 1.5 s + 0..99 ms",
                          "notify": "A READY=1 → B exec (sd_notify; s6: notification-fd)"}[how]
@@ -733,15 +794,15 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
 
     if "5" in only:
         log("scenario 5: start")
-        for peer in ["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init", "floor"]:
+        for peer in peers(["hivesup", "hivesup --", "supervisord", "s6", "tini", "dumb-init", "floor"]):
             repeat(t, reps, "5 start", peer, lambda: b.s5_start(peer),
                    [("first_exec_ms", "exec of supervisor → first program exec", "ms")],
                    note_fn=lambda r, peer=peer: "floor: a 20-line C fork+exec" if peer == "floor" else "")
 
     if "6" in only:
         log("scenario 6: /health under load")
-        for c in (1, 64, 256):
-            repeat(t, reps, f"6 /health, {c} conn", "hivesup", lambda: b.s6_load(c),
+        for c, peer in ((c, p) for c in (1, 64, 256) for p in peers(["hivesup"])):
+            repeat(t, reps, f"6 /health, {c} conn", peer, lambda: b.s6_load(c, peer),
                    [("rps", "requests/s", "req/s"), ("p50_ms", "p50 latency", "ms"), ("p99_ms", "p99 latency", "ms"),
                     ("rss_during_mib", "hivesup RSS during (peak)", "MiB"), ("rss_after_mib", "hivesup RSS 1 s after", "MiB")],
                    note_fn=lambda r: ("programs untouched" if r["programs_untouched"] else "PROGRAMS CHANGED")
@@ -749,7 +810,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
                    + f"; wrk {a.wrk_seconds} s, 2 threads on the same 2 cores")
         for peer, why in (("supervisord", "no health endpoint (its HTTP server is XML-RPC)"), ("s6", "no HTTP server"),
                           ("tini", "no HTTP server"), ("dumb-init", "no HTTP server")):
-            t.add("6 /health, 1/64/256 conn", "requests/s, latency", peer, None, "", f"cannot: {why}")
+            if peers([peer]):
+                t.add("6 /health, 1/64/256 conn", "requests/s, latency", peer, None, "", f"cannot: {why}")
 
     if "7" in only:
         log("scenario 7: containers")
@@ -773,7 +835,8 @@ def run_scenarios(a, b: "Bench", only: set) -> int:
               f"machine: {os.cpu_count()} CPUs ({cpu}), {uname.system} {uname.release}, "
               f"load average (1/5/15 min) at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
               f"at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine: expect noise)\n"
-              f"command: python3 benches/bench.py{' --short' if a.short else ''}; hivesup {a.hivesup}\n"
+              f"command: python3 benches/bench.py{' --short' if a.short else ''}; hivesup {a.hivesup}"
+              f"{f'; baseline {a.baseline}' if a.baseline else ''}\n"
               f"ratio: hivesup's median ÷ the peer's median (below 1: hivesup smaller/faster; for requests/s above 1 is better)\n")
     text = header + "\n" + t.render() + "\n\n" + render_targets(t) + "\n"
     print(text)

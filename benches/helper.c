@@ -19,6 +19,9 @@
  *   helper exec CMD...                    exec CMD (for s6's run.argv)
  *   helper forkexec CMD...                fork, exec CMD in the child, wait: the floor of
  *                                         "exec of the supervisor -> first program"
+ *   helper crowd N FILE CMD...            as PID 1: start N idle "bystander" processes,
+ *                                         write FILE, then run CMD (the supervisor, not
+ *                                         PID 1 here) beside them; reap forever
  * Invoked as ".../run" (s6's service run file is a symlink to this binary) it reads its
  * arguments, one per line, from ./run.argv, so s6 pays one exec like every other peer.
  */
@@ -207,6 +210,35 @@ static int cmd_forkexec(char **argv) {
     }
 }
 
+/* A supervisor beside N processes that are none of its business, as on a busy host or
+ * in a pod with other containers' processes: whatever it does per process on the
+ * machine shows in its figures. The bystanders are children of this PID 1, in its
+ * session; the supervisor gets a session of its own. */
+static int cmd_crowd(int n, const char *file, char **argv) {
+    for (int i = 0; i < n; i++) {
+        pid_t c = fork();
+        if (c < 0) die("fork bystander");
+        if (c == 0) {
+            prctl(PR_SET_NAME, "bystander");
+            forever();
+        }
+    }
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) die("open crowd file");
+    close(fd);
+    pid_t c = fork();
+    if (c < 0) die("fork supervisor");
+    if (c == 0) {
+        setsid();
+        execvp(argv[0], argv);
+        die("exec supervisor");
+    }
+    for (;;) {
+        if (wait(NULL) < 0 && errno == ECHILD) pause();
+    }
+    return 0;
+}
+
 static int dispatch(int argc, char **argv);
 
 /* s6's ./run: arguments from ./run.argv, one per line. */
@@ -250,12 +282,13 @@ static int dispatch(int argc, char **argv) {
     if (!strcmp(m, "tcpcheck") && argc >= 3) return cmd_tcpcheck(atoi(argv[2]));
     if (!strcmp(m, "zombies") && argc >= 5) return cmd_zombies(atoi(argv[2]), argv[3], atol(argv[4]));
     if (!strcmp(m, "forkexec") && argc >= 3) return cmd_forkexec(argv + 2);
+    if (!strcmp(m, "crowd") && argc >= 5) return cmd_crowd(atoi(argv[2]), argv[3], argv + 4);
     if (!strcmp(m, "exec") && argc >= 3) {
         execvp(argv[2], argv + 2);
         die("exec");
     }
 usage:
-    fprintf(stderr, "usage: helper stamp|listen-after|ignore-term|tcpcheck|zombies|forkexec ...\n");
+    fprintf(stderr, "usage: helper stamp|listen-after|ignore-term|tcpcheck|zombies|forkexec|crowd ...\n");
     return 100;
 }
 

@@ -110,6 +110,10 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         return Ok(USAGE as i32);
     }
     hivesup::procs::check_available().map_err(|e| anyhow!(e))?;
+    // Before any thread starts, so that only the signal thread ever takes these.
+    let mut wanted = signals::STOP.to_vec();
+    wanted.extend_from_slice(signals::FORWARD);
+    let blocked = signals::block(&wanted).context("failed to block signals")?;
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(error = %e, "failed to become a child subreaper; orphans of programs will go to the host's init");
     }
@@ -146,9 +150,7 @@ fn supervise(path: &Path) -> anyhow::Result<i32> {
         let reaper = Arc::new(reaper::Reaper::new());
         let (supervisor, handle) = Supervisor::new(&config, reaper.clone());
         let mailbox = handle.mailbox.clone();
-        let mut wanted = signals::STOP.to_vec();
-        wanted.extend_from_slice(signals::FORWARD);
-        signals::listen(reaper, &wanted, move |sig| {
+        signals::listen(blocked, reaper, move |sig| {
             let _ = mailbox.send(Message::Signal(sig));
         })
         .context("failed to install signal handlers")?;

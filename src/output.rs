@@ -15,14 +15,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::LogFormat;
@@ -68,14 +67,17 @@ struct Ring {
 /// The recent output of every program, and a feed of new lines.
 pub struct Logs {
     rings: Mutex<HashMap<String, Ring>>,
-    feed: broadcast::Sender<Arc<LogLine>>,
+    /// Made for the first follower: a broadcast channel allocates (and initialises) all
+    /// its slots up front, 160 KiB for FOLLOW_QUEUE, which an idle hivesup that nobody
+    /// follows should not carry.
+    feed: OnceLock<broadcast::Sender<Arc<LogLine>>>,
 }
 
 impl Logs {
     fn new() -> Self {
         Logs {
             rings: Mutex::new(HashMap::new()),
-            feed: broadcast::channel(FOLLOW_QUEUE).0,
+            feed: OnceLock::new(),
         }
     }
 
@@ -92,7 +94,9 @@ impl Logs {
             }
         }
         // Sent under the lock, so `tail_and_follow` sees every line exactly once.
-        let _ = self.feed.send(line);
+        if let Some(feed) = self.feed.get() {
+            let _ = feed.send(line);
+        }
     }
 
     /// The last `n` lines of `program`, and (for `-f`) a feed of the lines after them.
@@ -109,57 +113,30 @@ impl Logs {
                 r.lines.iter().skip(skip).cloned().collect()
             })
             .unwrap_or_default();
-        (tail, self.feed.subscribe())
+        let feed = self.feed.get_or_init(|| broadcast::channel(FOLLOW_QUEUE).0);
+        (tail, feed.subscribe())
     }
 }
 
 pub struct Output {
     tx: mpsc::Sender<Line>,
-    writer: Option<JoinHandle<()>>,
+    /// The writer thread's end, until the first pipe starts it.
+    idle: Option<(mpsc::Receiver<Line>, LogFormat)>,
+    /// Hears when the writer thread has written everything.
+    writer: Option<oneshot::Receiver<()>>,
     readers: JoinSet<()>,
     logs: Arc<Logs>,
 }
 
 impl Output {
+    /// The writer thread starts with the first program's pipes, after its spawn: nothing
+    /// is written before, and hivesup reaches its first exec without creating it.
     pub fn start(format: LogFormat) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Line>(QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("hivesup-output".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let stdout = std::io::stdout();
-                let stderr = std::io::stderr();
-                while let Some(line) = rx.blocking_recv() {
-                    let mut rendered = render(format, &line);
-                    // Batch whatever else is queued, then write once per stream.
-                    let mut err_batch = Vec::new();
-                    if line.stream == Stream::Stderr {
-                        std::mem::swap(&mut rendered, &mut err_batch);
-                    }
-                    while let Ok(more) = rx.try_recv() {
-                        match more.stream {
-                            Stream::Stdout => rendered.extend(render(format, &more)),
-                            Stream::Stderr => err_batch.extend(render(format, &more)),
-                        }
-                        if rendered.len() + err_batch.len() > 64 * 1024 {
-                            break;
-                        }
-                    }
-                    // A closed stdout is not a reason to stop supervising: drop the text.
-                    if !rendered.is_empty() {
-                        let mut o = stdout.lock();
-                        let _ = o.write_all(&rendered).and_then(|_| o.flush());
-                    }
-                    if !err_batch.is_empty() {
-                        let mut e = stderr.lock();
-                        let _ = e.write_all(&err_batch).and_then(|_| e.flush());
-                    }
-                }
-            })
-            .expect("failed to start the output thread");
+        let (tx, rx) = mpsc::channel::<Line>(QUEUE);
         Output {
             tx,
-            writer: Some(writer),
+            idle: Some((rx, format)),
+            writer: None,
             readers: JoinSet::new(),
             logs: Arc::new(Logs::new()),
         }
@@ -171,6 +148,9 @@ impl Output {
 
     /// Starts reading one pipe of a program until EOF.
     pub fn pump(&mut self, program: &Arc<str>, stream: Stream, fd: OwnedFd) {
+        if let Some((lines, format)) = self.idle.take() {
+            self.writer = Some(start_writer(lines, format));
+        }
         let rx = match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => rx,
             Err(e) => {
@@ -189,7 +169,9 @@ impl Output {
         while self.readers.try_join_next().is_some() {}
     }
 
-    /// Waits (up to `limit`) for readers to reach EOF, then flushes everything written.
+    /// Waits (up to `limit`) for readers to reach EOF, then (up to `limit` again) for
+    /// everything read to be written. A stdout that stays blocked (a stalled log driver)
+    /// must not keep PID 1 from exiting.
     pub async fn finish(mut self, limit: std::time::Duration) {
         let _ = tokio::time::timeout(limit, async {
             while self.readers.join_next().await.is_some() {}
@@ -197,10 +179,52 @@ impl Output {
         .await;
         self.readers.abort_all();
         drop(self.tx);
-        if let Some(w) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        if let Some(written) = self.writer.take() {
+            let _ = tokio::time::timeout(limit, written).await;
         }
     }
+}
+
+/// Starts the thread that writes program output to hivesup's stdout/stderr. The receiver
+/// hears when it has written everything and the queue is closed.
+fn start_writer(mut rx: mpsc::Receiver<Line>, format: LogFormat) -> oneshot::Receiver<()> {
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("hivesup-output".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            while let Some(line) = rx.blocking_recv() {
+                let mut rendered = render(format, &line);
+                // Batch whatever else is queued, then write once per stream.
+                let mut err_batch = Vec::new();
+                if line.stream == Stream::Stderr {
+                    std::mem::swap(&mut rendered, &mut err_batch);
+                }
+                while let Ok(more) = rx.try_recv() {
+                    match more.stream {
+                        Stream::Stdout => rendered.extend(render(format, &more)),
+                        Stream::Stderr => err_batch.extend(render(format, &more)),
+                    }
+                    if rendered.len() + err_batch.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                // A closed stdout is not a reason to stop supervising: drop the text.
+                if !rendered.is_empty() {
+                    let mut o = stdout.lock();
+                    let _ = o.write_all(&rendered).and_then(|_| o.flush());
+                }
+                if !err_batch.is_empty() {
+                    let mut e = stderr.lock();
+                    let _ = e.write_all(&err_batch).and_then(|_| e.flush());
+                }
+            }
+            let _ = done.send(());
+        })
+        .expect("failed to start the output thread");
+    finished
 }
 
 /// Where one pipe's lines go: the writer thread and the ring.

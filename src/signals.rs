@@ -1,19 +1,19 @@
 //! OS signals -> supervisor messages, and signal names <-> numbers.
 //!
-//! A PID 1 drops every signal it has no handler for (the kernel protects init), so we
-//! install handlers for each signal we mean to act on: TERM/INT/QUIT stop everything,
-//! HUP/USR1/USR2 are forwarded, CHLD wakes the reaper. SEGV/BUS/FPE/ILL/ABRT/TRAP/SYS are
-//! left alone, as tini does: they are synchronous faults of hivesup itself.
+//! A PID 1 drops every signal it has no handler for (the kernel protects init), unless
+//! the signal is blocked: a blocked signal stays pending until someone takes it. So, as
+//! tini does, the supervisor blocks every signal it acts on in all its threads
+//! ([`block`], before any thread starts) and one small thread takes them with
+//! sigtimedwait(2): TERM/INT/QUIT stop everything, HUP/USR1/USR2 are forwarded, CHLD
+//! drains the reaper. No handler runs in signal context at all. SEGV/BUS/FPE/ILL/ABRT/
+//! TRAP/SYS are left alone: they are synchronous faults of hivesup itself.
 //!
-//! The handlers themselves are signal-hook's self-pipe; everything else runs on a small
-//! ordinary thread, never in signal context.
+//! Children start with an empty mask (spawn.rs resets it between fork and exec).
 
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use signal_hook::iterator::Signals;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use crate::reaper::Reaper;
 
@@ -63,37 +63,54 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
     })
 }
 
-/// Starts the signal thread: SIGCHLD drains the reaper, every other listed signal goes to
-/// `deliver`. Also starts a one-second fallback reap tick (as tini does), so a lost wakeup
-/// can delay a reap by at most a second and never forever.
+/// The signals the supervisor takes, blocked in the thread that called [`block`] and so
+/// in every thread it starts afterwards.
+pub struct Blocked(SigSet);
+
+/// Blocks `signals` and SIGCHLD in the calling thread. Call it before any other thread
+/// exists: a thread that has them unblocked would take them with the default action
+/// (death, or for PID 1 nothing at all) instead of the signal thread.
+pub fn block(signals: &[Signal]) -> std::io::Result<Blocked> {
+    let mut set = SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(Blocked(set))
+}
+
+/// How long the signal thread sleeps without a signal before it reaps anyway, as tini
+/// does: a lost wakeup can delay a reap by at most this, never forever.
+const REAP_TICK: libc::timespec = libc::timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
+
+/// Starts the signal thread: SIGCHLD (or a quiet second) drains the reaper, every other
+/// blocked signal goes to `deliver`. Signals that arrived since [`block`] are pending and
+/// taken first.
 pub fn listen(
+    blocked: Blocked,
     reaper: Arc<Reaper>,
-    signals: &[Signal],
     deliver: impl Fn(Signal) + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut numbers: Vec<i32> = signals.iter().map(|s| *s as i32).collect();
-    numbers.push(libc::SIGCHLD);
-    let mut iter = Signals::new(&numbers)?;
-    let r = reaper.clone();
+    let Blocked(set) = blocked;
     thread::Builder::new()
         .name("hivesup-signals".into())
-        .stack_size(256 * 1024)
+        .stack_size(128 * 1024)
         .spawn(move || {
-            for n in iter.forever() {
-                if n == libc::SIGCHLD {
-                    r.reap();
+            let raw: &libc::sigset_t = set.as_ref();
+            loop {
+                // SAFETY: sigtimedwait reads the set and the timeout, both alive for the
+                // call, and writes no siginfo (null).
+                let n = unsafe { libc::sigtimedwait(raw, std::ptr::null_mut(), &REAP_TICK) };
+                if n == libc::SIGCHLD || n == -1 {
+                    // -1: EAGAIN (the tick) or EINTR; reaping is harmless either way.
+                    reaper.reap();
                 } else if let Ok(sig) = Signal::try_from(n) {
                     deliver(sig);
                 }
-            }
-        })?;
-    thread::Builder::new()
-        .name("hivesup-reap-tick".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            loop {
-                thread::sleep(Duration::from_secs(1));
-                reaper.reap();
             }
         })?;
     Ok(())

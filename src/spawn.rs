@@ -219,7 +219,14 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         }
     }
 
-    let mut cmd = Command::new(&program);
+    let mut cmd = match resolve_in_parent(&program, &spec.env, creds.is_some()) {
+        Some(path) => {
+            let mut cmd = Command::new(path);
+            cmd.arg0(&program);
+            cmd
+        }
+        None => Command::new(&program),
+    };
     cmd.args(&spec.argv[1..]);
     if let Some(c) = &creds {
         // Like su(1): the program sees its own identity unless the config says otherwise.
@@ -278,6 +285,33 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     reaper
         .spawn(&mut cmd)
         .map_err(|source| SpawnError::Exec { program, source })
+}
+
+/// Where execvp would find `program`, found now, before fork, so that the child execs
+/// once instead of failing through every PATH entry before the right one (eight failed
+/// execve calls for `sleep` with a typical PATH). argv[0] stays as written.
+///
+/// `None` leaves the search to execvp in the child, which is always right: for a path
+/// with a '/' (no search), for a child that switches user (whether a file is executable
+/// is for that user to find out), for a PATH with relative or empty entries (those name
+/// the child's working directory), and when nothing executable is found (the child's
+/// execvp then reports the errno a shell would).
+fn resolve_in_parent(
+    program: &str,
+    env: &[(String, String)],
+    switches_user: bool,
+) -> Option<PathBuf> {
+    if program.contains('/') || program.is_empty() || switches_user {
+        return None;
+    }
+    let path_var = match env.iter().rev().find(|(k, _)| k == "PATH") {
+        Some((_, v)) => v.clone(),
+        None => std::env::var("PATH").ok()?,
+    };
+    if path_var.split(':').any(|d| !d.starts_with('/')) {
+        return None;
+    }
+    find_executable(program, &path_var, None).ok()
 }
 
 fn user_label(u: &UserSpec) -> String {
@@ -429,6 +463,25 @@ mod tests {
         let shown = format!("{spec:?}");
         assert!(shown.contains("DB_PASSWORD"), "{shown}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[test]
+    fn resolves_in_the_parent_only_when_execvp_would_agree() {
+        let env = |path: &str| vec![("PATH".to_string(), path.to_string())];
+        assert_eq!(
+            resolve_in_parent("sh", &env("/nonexistent:/bin"), false),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        // Left to execvp in the child: paths, user switches, relative or empty entries,
+        // nothing found.
+        assert_eq!(resolve_in_parent("/bin/sh", &env("/bin"), false), None);
+        assert_eq!(resolve_in_parent("sh", &env("/bin"), true), None);
+        assert_eq!(resolve_in_parent("sh", &env("bin:/bin"), false), None);
+        assert_eq!(resolve_in_parent("sh", &env(":/bin"), false), None);
+        assert_eq!(
+            resolve_in_parent("no-such-prog-hivesup", &env("/bin"), false),
+            None
+        );
     }
 
     #[test]

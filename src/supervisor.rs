@@ -646,17 +646,17 @@ impl Supervisor {
         let Some(pid) = self.slots[idx].state.pid else {
             return;
         };
-        let table = procs::all();
+        let tree = procs::Tree::read();
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        let mut victims = procs::descendants(&table, pid);
+        let mut victims = tree.descendants(pid);
         // The main process may be gone already, its leftovers still lingering.
         if let Some(inst) = &self.slots[idx].instance {
-            victims.extend(procs::leftovers(&table, self.me, pid, inst.since, |p| {
+            victims.extend(tree.leftovers(self.me, pid, inst.since, |p| {
                 p == pid || self.reaper.is_spawned(p)
             }));
         }
         for d in victims {
-            let _ = kill(Pid::from_raw(d as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(d.pid as i32), Signal::SIGKILL);
         }
     }
 
@@ -1024,7 +1024,7 @@ impl Supervisor {
         }
         // Anything still parented to us is a leftover: as PID 1 the kernel would kill it
         // when we exit; as a subreaper it would outlive us, so kill it now.
-        for s in procs::all().iter().filter(|s| s.ppid == self.me) {
+        for s in procs::Tree::read().children_of(self.me) {
             let _ = kill(Pid::from_raw(s.pid as i32), Signal::SIGKILL);
         }
         let killed: Vec<&str> = self
@@ -1077,18 +1077,17 @@ impl ExitWatcher {
         // Each round waits for our direct children among the leftovers; their own
         // children are reparented to us when they die and show up in the next round.
         for _ in 0..64 {
-            let table = procs::all();
-            let left = procs::leftovers(&table, self.me, self.pid, self.since, |p| {
-                self.reaper.is_spawned(p)
-            });
+            let left = procs::Tree::read()
+                .leftovers(self.me, self.pid, self.since, |p| self.reaper.is_spawned(p));
             if left.is_empty() {
                 return killed;
             }
+            let pids: Vec<u32> = left.iter().map(|s| s.pid).collect();
             if !signalled {
                 signalled = true;
                 let group_had_it = self.stop_sent.load(Ordering::SeqCst);
-                tracing::info!(program = %self.program, pids = ?left, "waiting for processes the program left behind");
-                for s in table.iter().filter(|s| left.contains(&s.pid)) {
+                tracing::info!(program = %self.program, ?pids, "waiting for processes the program left behind");
+                for s in &left {
                     if !(group_had_it && s.pgrp == self.pid) {
                         let _ = kill(Pid::from_raw(s.pid as i32), self.stop_signal);
                     }
@@ -1096,15 +1095,15 @@ impl ExitWatcher {
             }
             let overdue = Instant::now() >= deadline;
             if overdue {
-                tracing::warn!(program = %self.program, pids = ?left, "leftovers did not stop in time: sent SIGKILL");
+                tracing::warn!(program = %self.program, ?pids, "leftovers did not stop in time: sent SIGKILL");
                 killed = true;
-                for p in &left {
+                for p in &pids {
                     let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
                 }
             }
-            let waits: Vec<_> = table
+            let waits: Vec<_> = left
                 .iter()
-                .filter(|s| left.contains(&s.pid) && s.ppid == self.me)
+                .filter(|s| s.ppid == self.me)
                 .filter_map(|s| self.reaper.watch(s.pid))
                 .collect();
             let until = if overdue {

@@ -147,6 +147,32 @@ command = "x=$((40 + 2)); echo \"answer $x\" | tr a-z A-Z"
     assert_eq!(h.stop(), 0);
 }
 
+/// A command found through PATH runs with argv[0] as written (multi-call binaries such as
+/// busybox choose their applet by it), even though hivesup now resolves the path itself
+/// before fork instead of letting execvp try every PATH entry in the child.
+#[test]
+fn path_command_keeps_argv0() {
+    let t = TestDir::new();
+    let cfg = format!(
+        r#"{sup}
+[programs.p]
+kind = "oneshot"
+environment = {{ PATH = "/nonexistent-hivesup:/usr/bin:/bin" }}
+command = ["sh", "-c", "tr '\\0' ' ' < /proc/$$$$/cmdline; echo; readlink /proc/$$$$/exe"]
+"#,
+        sup = supervisor(""),
+    );
+    let mut h = Hivesup::start(t, &cfg);
+    h.wait_stdout_contains("p | sh -c tr");
+    let exe = h.wait_stdout_contains("p | /");
+    h.check(
+        exe.ends_with("sh") || exe.ends_with("dash") || exe.ends_with("bash"),
+        || format!("exe: {exe}"),
+    );
+    h.wait_state("p", "exited", WAIT);
+    assert_eq!(h.stop(), 0);
+}
+
 /// Each program is the leader of its own session (and so of its own process group).
 #[test]
 fn program_has_own_session() {

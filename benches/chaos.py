@@ -67,7 +67,7 @@ RECOVERY_MARKS = ("database system was not properly shut down", "redo starts")
 
 # The flood program: idle until FLOOD_FLAG exists, then writes 1 KiB lines to stdout and
 # stderr as fast as the pipes take them (capped at RATE bytes/s), plus one 1 MiB line
-# without a newline per second.
+# per second, and counts the bytes of the current flood in /tmp/chaos-flood-bytes.
 FLOOD_SRC = r"""
 import os, sys, time
 RATE = 16 << 20
@@ -77,6 +77,7 @@ big = b"x" * (1 << 20)
 written = 0
 while True:
     if not os.path.exists("/tmp/chaos-flood"):
+        written = 0  # counts per flood: the bench reads it at the flood's end
         time.sleep(0.2)
         continue
     t0 = time.monotonic()
@@ -111,6 +112,30 @@ for d in os.listdir("/proc"):
     out.append({"pid": int(d), "comm": comm, "state": f[0], "ppid": int(f[1]), "sid": int(f[3]),
                 "start": int(f[19]), "cmd": cmd})
 print(json.dumps(out))
+"""
+
+# Runs inside the container: waits (up to 20 s) for a client backend of the postmaster
+# argv[1] (a child whose command line names the API's database) and kill -9s it.
+KILL_CLIENT_SRC = r"""
+import os, signal, sys, time
+pm = sys.argv[1]
+deadline = time.time() + 20
+while time.time() < deadline:
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            s = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if s[s.rindex(")") + 2 :].split()[1] == pm and "hive_agent" in cmd:
+            try:
+                os.kill(int(d), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            print(d, cmd)
+            sys.exit(0)
 """
 
 # Runs inside the container: N orphans in batches. Each batch: an intermediate process
@@ -368,7 +393,9 @@ class Chaos:
         return out
 
     def kill(self, sig: str, pid: int, check: bool = True) -> bool:
-        r = docker("exec", self.c.name, "kill", "-s", sig, "--", str(pid), check=check)
+        # Not kill(1): procps' kill reads "-35" as a signal even after "--".
+        src = "import os, signal, sys; os.kill(int(sys.argv[2]), getattr(signal, 'SIG' + sys.argv[1]))"
+        r = docker("exec", self.c.name, "python3", "-c", src, sig, str(pid), check=check)
         return r.returncode == 0
 
     # ------------------------------------------------------------------ rounds
@@ -394,16 +421,26 @@ class Chaos:
 
     def r_pg_backend(self, r: Round) -> None:
         pm = self.program_pid("postgres")
-        # Client backends (the API's connections) live for one request: pick again when
-        # the one picked has gone before the kill reached it.
-        for _ in range(20):
-            children = [p for p in self.c.procs() if p["ppid"] == pm]
-            victim = random.choice(children)
-            t = time.time()
-            if self.kill("KILL", victim["pid"], check=False):
-                break
+        children = [p for p in self.c.procs() if p["ppid"] == pm]
+        if random.random() < 0.5:
+            # A client backend (one of the API's connections): they live for one request,
+            # so a script in the container watches for one and kills it the moment it sees it.
+            out = self.c.exec("python3", "-c", KILL_CLIENT_SRC, str(pm), timeout=60).strip()
+            if not out:
+                raise Failure("no client backend appeared within 20 s")
+            t = time.time()  # the kill happened just before the script printed
+            pid, _, cmd = out.partition(" ")
+            victim = {"pid": int(pid), "cmd": cmd}
         else:
-            raise Failure("could not kill any child of the postmaster")
+            # Or one of the postmaster's long-lived children (checkpointer, walwriter, ...).
+            for _ in range(20):
+                children = [p for p in self.c.procs() if p["ppid"] == pm]
+                victim = random.choice(children)
+                t = time.time()
+                if self.kill("KILL", victim["pid"], check=False):
+                    break
+            else:
+                raise Failure("could not kill any child of the postmaster")
         r.notes.append("killed " + victim["cmd"].removeprefix("postgres: ").strip()[:40])
         # postgres answers a crashed child by ending every other child and starting over.
         self.wait_healthy(r, t, lambda: self.program_pid("postgres") == pm)
@@ -424,20 +461,24 @@ class Chaos:
 
     def r_api_sigstop(self, r: Round) -> None:
         master = self.program_pid("api")
-        t = time.time()
+        restarts = self.c.status()["api"]["restarts"]
         self.kill("STOP", -master)
+        group = [p for p in self.c.procs() if p["sid"] == master]
+        if not group or any(p["state"] != "T" for p in group):
+            r.fail("SIGSTOP did not stop the API's group: " + ", ".join(f"{p['pid']} {p['state']}" for p in group))
         time.sleep(self.args.stop_seconds)  # the fault itself lasts this long
         self.kill("CONT", -master)
-        self.wait_healthy(r, t)
+        # Time to healthy counts from SIGCONT.
+        self.wait_healthy(r, time.time())
         st = self.c.status()["api"]
         if st["pid"] != master:
-            r.notes.append("restarted by hivesup")
+            r.notes.append(f"restarted by hivesup ({st['restarts'] - restarts}x)")
 
     def flood_bytes(self) -> int:
         return int(self.c.exec("sh", "-c", "cat /tmp/chaos-flood-bytes 2>/dev/null || echo 0"))
 
     def r_flood(self, r: Round) -> None:
-        b0 = self.flood_bytes()
+        self.c.exec("rm", "-f", "/tmp/chaos-flood-bytes")
         self.c.exec("touch", FLOOD_FLAG)
         t = time.time()
         livez, worst, acks0 = 0, 0.0, len(self.writer.snapshot())
@@ -459,7 +500,7 @@ class Chaos:
             r.problems += sub.problems
         finally:
             self.c.exec("rm", "-f", FLOOD_FLAG)
-        mb_s = (self.flood_bytes() - b0) / (time.time() - t) / 1e6
+        mb_s = self.flood_bytes() / (time.time() - t) / 1e6
         if mb_s < 1:
             r.fail(f"the flood wrote only {mb_s:.2f} MB/s")
         r.notes.append(f"{mb_s:.0f} MB/s of output, /livez max {worst * 1000:.0f} ms, {acks} acks, "
@@ -623,6 +664,7 @@ def main() -> int:
     ap.add_argument("--flood-seconds", type=float, default=8)
     ap.add_argument("--out", help="directory for chaos.md and chaos.json")
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--keep", action="store_true", help="leave the container and volume for inspection")
     ap.add_argument("--sabotage", choices=["lose-row", "zombie", "survivor"],
                     help="break an invariant after each round (self-test: the run must fail)")
     args = ap.parse_args()
@@ -637,7 +679,10 @@ def main() -> int:
         return 130
     finally:
         chaos.writer.stop.set()
-        chaos.c.remove()
+        if args.keep:
+            log(f"kept {chaos.c.name} (remove: docker rm -f -v {chaos.c.name}; docker volume rm {chaos.c.name})")
+        else:
+            chaos.c.remove()
 
 
 if __name__ == "__main__":

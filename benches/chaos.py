@@ -311,6 +311,7 @@ class Chaos:
         self.c = Container(args.image, f"hivesup-chaos-{tag}")
         self.writer = Writer(self.c, tag)
         self.rounds: list[Round] = []
+        self.sigstops = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -466,8 +467,19 @@ class Chaos:
         group = [p for p in self.c.procs() if p["sid"] == master]
         if not group or any(p["state"] != "T" for p in group):
             r.fail("SIGSTOP did not stop the API's group: " + ", ".join(f"{p['pid']} {p['state']}" for p in group))
-        time.sleep(self.args.stop_seconds)  # the fault itself lasts this long
+        # Every other SIGSTOP round of the long form outlasts the API's health probe
+        # (3 failures, 10 s apart, 3 s timeout): hivesup must then report it unhealthy.
+        self.sigstops += 1
+        long = not self.args.short and self.sigstops % 2 == 0
+        seconds = self.args.long_stop_seconds if long else self.args.stop_seconds
+        end, unhealthy = time.time() + seconds, False
+        while time.time() < end:  # the fault itself lasts this long
+            unhealthy = unhealthy or self.c.status().get("api", {}).get("healthy") is False
+            time.sleep(0.5)
         self.kill("CONT", -master)
+        r.notes.append(f"stopped {seconds:.0f} s" + (", /health 503 meanwhile" if unhealthy else ""))
+        if long and not unhealthy:
+            r.fail(f"the API was stopped for {seconds:.0f} s and hivesup never reported it unhealthy")
         # Time to healthy counts from SIGCONT.
         self.wait_healthy(r, time.time())
         st = self.c.status()["api"]
@@ -661,6 +673,8 @@ def main() -> int:
     ap.add_argument("--zombie-batch", type=int, default=2000, help="orphans alive at once (pid_max is shared)")
     ap.add_argument("--bound", type=float, default=90, help="seconds a round may take to recover")
     ap.add_argument("--stop-seconds", type=float, default=5, help="SIGSTOP length (API health timeout: 3 s)")
+    ap.add_argument("--long-stop-seconds", type=float, default=40,
+                    help="SIGSTOP length of every other such round in the long form (> 3 failed probes)")
     ap.add_argument("--flood-seconds", type=float, default=8)
     ap.add_argument("--out", help="directory for chaos.md and chaos.json")
     ap.add_argument("--seed", type=int)

@@ -23,6 +23,7 @@ help:
 	@echo "make fuzz [FUZZ_SECS=600]     fuzz the config loader (README, Reliability); FUZZ_SEED=N replays a run"
 	@echo "make agent-backup | genie-backup  pg_dump + roles of the running container into ./backups (README, Data)"
 	@echo "make agent-restore FILE=...       restore a backup into the running container (genie-restore too)"
+	@echo "make chaos | chaos-short      faults under write load, 0 acked rows lost (30 rounds | one per kind; README, Reliability)"
 
 # The README's test command: format, lint, then every test (unit, host PostgreSQL,
 # Docker engine; hadolint and kubernetes-validate run as tests too).
@@ -108,5 +109,25 @@ agent-backup genie-backup:
 	    --container '$(or $(CONTAINER),hive-$(SVC))')
 agent-restore genie-restore:
 	@$(ENGINE) && bash scripts/data.sh restore --container '$(or $(CONTAINER),hive-$(SVC))' --file '$(FILE)'
+
+# Chaos with acked-write accounting (benches/chaos.py, README "Chaos"): the agent image,
+# under its own tag, against kill -9, SIGSTOP, docker stop/kill, an output flood and a
+# zombie storm while a writer inserts rows. Exits 1 if an invariant fails (lost acked row,
+# leftover zombie, surviving process, recovery after a clean stop, no recovery in 90 s).
+CHAOS_IMAGE ?= hive-agent:chaos
+CHAOS_OUT ?= $(or $(CARGO_TARGET_DIR),target)/chaos
+CHAOS_ARGS ?=
+
+.PHONY: chaos chaos-short chaos-image
+
+chaos-image: base-image
+	@$(ENGINE)
+	docker build -q -f Dockerfile.agent -t $(CHAOS_IMAGE) .
+
+chaos: chaos-image
+	python3 benches/chaos.py --image $(CHAOS_IMAGE) --out $(CHAOS_OUT) $(CHAOS_ARGS)
+
+chaos-short: chaos-image
+	python3 benches/chaos.py --short --image $(CHAOS_IMAGE) --out $(CHAOS_OUT) $(CHAOS_ARGS)
 
 include benches/bench.mk

@@ -367,6 +367,21 @@ impl Supervisor {
         let slot = &self.slots[idx];
         let p = &slot.state;
         let name = &*slot.name;
+        // The health probe's verdict, while the same process keeps running: /health turns
+        // 503 (or 200 again) and the log says why.
+        if p.state == State::Running && before.state == State::Running && p.pid == before.pid {
+            if before.healthy && !p.healthy {
+                tracing::warn!(
+                    program = name,
+                    pid = p.pid,
+                    failures = p.health_failures,
+                    error = p.last_error.as_deref().unwrap_or(""),
+                    "unhealthy"
+                );
+            } else if !before.healthy && p.healthy {
+                tracing::info!(program = name, pid = p.pid, "healthy again");
+            }
+        }
         if p.state == before.state && p.pid == before.pid {
             return;
         }

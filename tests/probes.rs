@@ -227,6 +227,12 @@ failures = 2
     h.check(bad["status"] == "degraded", || {
         format!("status should be degraded: {bad}")
     });
+    // The log says so, once, naming the program and the probe's error.
+    let line = h.wait_stderr_contains("unhealthy");
+    h.check(
+        line.contains("program=\"p\"") && line.contains("failures=2"),
+        || format!("the unhealthy line must name the program and the failures: {line}"),
+    );
     let v = h.get("/health?verbose");
     h.check(v.status == 503 && v.body.contains("[-]p failed"), || {
         format!("verbose: {} {:?}", v.status, v.body)
@@ -234,6 +240,7 @@ failures = 2
 
     h.dir.touch("healthy");
     let ok2 = h.wait_http("/health", 200, WAIT).json();
+    h.wait_stderr_contains("healthy again");
     h.check(
         ok2["programs"]["p"]["pid"] == pid && ok2["programs"]["p"]["restarts"] == 0,
         || format!("a health failure must not restart the program: before {ok} after {ok2}"),

@@ -206,6 +206,28 @@ def read_stamps(path: Path) -> dict[str, int]:
 
 # ---------------------------------------------------------------- peers
 
+def sigterm_until_gone(target: int, pids: list) -> tuple:
+    """SIGTERM to `target`; waits (pidfds, up to 15 s) until it and `pids` have exited.
+    Returns the CLOCK_REALTIME ns of the kill and {pid: ns it was seen gone}."""
+    fds = {os.pidfd_open(pid): pid for pid in [target] + pids}
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    gone = {}
+    t0 = time.time_ns()
+    os.kill(target, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while len(gone) < len(fds) and time.monotonic() < deadline:
+        for fd, _ in poller.poll(100):
+            gone[fds[fd]] = time.time_ns()
+            poller.unregister(fd)
+    for fd in fds:
+        os.close(fd)
+    if len(gone) < len(fds):
+        raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+    return t0, gone
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -393,24 +415,7 @@ class Bench:
             table = proc_table()
             # The helper's comm is "run" under s6 (its run file is a symlink to the helper).
             stub = [p for p in pids if table.get(p, (0, ""))[1] in ("helper", "run")]
-            fds = {}
-            for pid in [init] + pids:
-                fds[os.pidfd_open(pid)] = pid
-            poller = select.poll()
-            for fd in fds:
-                poller.register(fd, select.POLLIN)
-            gone = {}
-            t0 = time.time_ns()
-            os.kill(init, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while len(gone) < len(fds) and time.monotonic() < deadline:
-                for fd, _ in poller.poll(100):
-                    gone[fds[fd]] = time.time_ns()
-                    poller.unregister(fd)
-            for fd in fds:
-                os.close(fd)
-            if len(gone) < len(fds):
-                raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+            t0, gone = sigterm_until_gone(init, pids)
             ns.p.wait(5)  # unshare passes on its child's exit code
         out = {"all_gone_ms": (max(gone.values()) - t0) / 1e6, "supervisor_gone_ms": (gone[init] - t0) / 1e6,
                "supervisor_exit_code": ns.p.returncode}
@@ -439,22 +444,7 @@ class Bench:
             pids = wait_for(lambda: (lambda p: p if len(p) >= 2 else None)(
                 [pid for pid, c in descendants(sup) if c == "sleep"]), 15, "2 programs", ns, step=0.01)
             time.sleep(1.2)  # every peer past its start-up, as in the plain scenario
-            fds = {os.pidfd_open(pid): pid for pid in [sup] + pids}
-            poller = select.poll()
-            for fd in fds:
-                poller.register(fd, select.POLLIN)
-            gone = {}
-            t0 = time.time_ns()
-            os.kill(sup, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while len(gone) < len(fds) and time.monotonic() < deadline:
-                for fd, _ in poller.poll(100):
-                    gone[fds[fd]] = time.time_ns()
-                    poller.unregister(fd)
-            for fd in fds:
-                os.close(fd)
-            if len(gone) < len(fds):
-                raise ScenarioError(f"not everything exited within 15 s of SIGTERM ({len(gone)}/{len(fds)})")
+            t0, gone = sigterm_until_gone(sup, pids)
         return {"all_gone_ms": (max(gone.values()) - t0) / 1e6}
 
     # ------------------------------------------------------------ scenario 4: readiness gate

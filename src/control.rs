@@ -26,7 +26,7 @@ use crate::output::{LogLine, Logs};
 use crate::program::State;
 use crate::signals;
 use crate::snapshot::{Overall, Snapshot};
-use crate::supervisor::{Ack, Command, Message, Wait};
+use crate::supervisor::{self, Ack, Command, Message, Wait};
 
 /// A request line longer than this is refused.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -281,8 +281,7 @@ async fn handle(
 }
 
 fn no_such_program(snap: &Snapshot, name: &str) -> String {
-    let names: Vec<&str> = snap.programs.keys().map(String::as_str).collect();
-    format!("no program \"{name}\" (programs: {})", names.join(", "))
+    supervisor::no_such_program(name, snap.programs.keys().map(String::as_str))
 }
 
 /// Streams new lines of one program until hivesup stops or the client goes away.

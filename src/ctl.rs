@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use clap::Subcommand;
 
@@ -239,8 +238,7 @@ pub fn run(config_path: &Path, args: CtlArgs) -> Result<i32, CtlError> {
                 if !args.json {
                     match status {
                         Some(s) => {
-                            let _ =
-                                write!(out, "{}", query::render_table(&s.at(SystemTime::now())));
+                            let _ = write!(out, "{}", query::render_table(&s));
                         }
                         None if !message.is_empty() => {
                             let _ = writeln!(out, "{message}");

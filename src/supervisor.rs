@@ -790,13 +790,10 @@ impl Supervisor {
             .iter()
             .position(|s| !s.retired && &*s.name == name)
             .ok_or_else(|| {
-                let names: Vec<&str> = self
-                    .slots
-                    .iter()
-                    .filter(|s| !s.retired)
-                    .map(|s| &*s.name)
-                    .collect();
-                format!("no program \"{name}\" (programs: {})", names.join(", "))
+                no_such_program(
+                    name,
+                    self.slots.iter().filter(|s| !s.retired).map(|s| &*s.name),
+                )
             })
     }
 
@@ -1170,6 +1167,12 @@ fn far_future() -> Instant {
 
 fn fmt_exit(e: Option<Exit>) -> String {
     e.map_or_else(|| "-".into(), |e| e.to_string())
+}
+
+/// The error for a program name that is not in the config, listing those that are.
+pub fn no_such_program<'a>(name: &str, names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    format!("no program \"{name}\" (programs: {})", names.join(", "))
 }
 
 pub fn error_chain(e: &dyn std::error::Error) -> String {

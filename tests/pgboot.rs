@@ -35,6 +35,21 @@ struct Cluster {
     env: Vec<(String, String)>,
 }
 
+/// Removes the bootstrap's variables (and their `_FILE` forms) inherited from the test
+/// runner's environment, so only what a test sets reaches `hivesup postgres`.
+fn without_bootstrap_env(cmd: &mut Command) {
+    for k in [
+        "PGDATA",
+        "POSTGRES_USER",
+        "POSTGRES_DB",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_INITDB_ARGS",
+    ] {
+        cmd.env_remove(k);
+        cmd.env_remove(format!("{k}_FILE"));
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -111,17 +126,8 @@ impl Cluster {
             ])
             .arg(self.base.join("initdb.d"));
         }
-        for k in [
-            "PGDATA",
-            "PGPORT",
-            "POSTGRES_USER",
-            "POSTGRES_DB",
-            "POSTGRES_PASSWORD",
-            "POSTGRES_INITDB_ARGS",
-        ] {
-            cmd.env_remove(k);
-            cmd.env_remove(format!("{k}_FILE"));
-        }
+        cmd.env_remove("PGPORT").env_remove("PGPORT_FILE");
+        without_bootstrap_env(&mut cmd);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let out = cmd.output().unwrap();
         let text = format!(
@@ -717,16 +723,7 @@ impl Supervised {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("PGPORT", cl.port.to_string());
-        for k in [
-            "PGDATA",
-            "POSTGRES_USER",
-            "POSTGRES_DB",
-            "POSTGRES_PASSWORD",
-            "POSTGRES_INITDB_ARGS",
-        ] {
-            cmd.env_remove(k);
-            cmd.env_remove(format!("{k}_FILE"));
-        }
+        without_bootstrap_env(&mut cmd);
         cmd.envs(cl.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -26,8 +26,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -38,6 +37,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::engine::{api as http, published_port};
 use common::{TestDir, poll};
 use serde_json::{Value, json};
 
@@ -274,12 +274,7 @@ impl Container {
     }
 
     fn port(&self, container_port: u16) -> u16 {
-        let out = docker_ok(&["port", &self.name, &format!("{container_port}/tcp")]);
-        out.lines()
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {out:?}"))
+        published_port(&self.name, container_port)
     }
 
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -337,40 +332,6 @@ fn psql_in(container: &str, exec_args: &[&str], user: &str, db: &str, sql: &str)
         text(&out)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A tiny HTTP/1.1 client (JSON in, JSON out). A connection error counts as status 0.
-fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
-    else {
-        return (0, Value::Null);
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, Value::Null);
-    }
-    let mut resp = Vec::new();
-    if s.read_to_end(&mut resp).is_err() {
-        return (0, Value::Null);
-    }
-    let resp = String::from_utf8_lossy(&resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a < b => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (status, json)
 }
 
 // ---------------------------------------------------------------- the data and its fingerprint

@@ -11,13 +11,15 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     process::Command,
     sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::engine::{api as http, docker, docker_ok, published_port};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "test-pw-0f3a";
@@ -56,24 +58,6 @@ impl Image {
 }
 
 // ---------------------------------------------------------------- docker plumbing
-
-fn docker(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run the docker CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, out, err) = docker(args);
-    assert!(ok, "docker {} failed:\n{out}\n{err}", args.join(" "));
-    out
-}
 
 fn report(line: String) {
     eprintln!("images-report: {line}");
@@ -250,12 +234,7 @@ impl Container {
     }
 
     fn port(&self, container_port: u16) -> u16 {
-        let out = docker_ok(&["port", &self.name, &format!("{container_port}/tcp")]);
-        out.lines()
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {out:?}"))
+        published_port(&self.name, container_port)
     }
 
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -280,42 +259,6 @@ impl Drop for Container {
     fn drop(&mut self) {
         self.cleanup();
     }
-}
-
-/// A tiny HTTP/1.1 client (JSON in, JSON out) so the tests need no HTTP crate.
-/// A connection error counts as status 0.
-fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
-    else {
-        return (0, Value::Null);
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, Value::Null);
-    }
-    let mut resp = Vec::new();
-    if s.read_to_end(&mut resp).is_err() {
-        return (0, Value::Null);
-    }
-    let resp = String::from_utf8_lossy(&resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked bodies: take the JSON between the first '{' and the last '}'.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a < b => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (status, json)
 }
 
 fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -26,14 +26,13 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
     os::unix::{fs::PermissionsExt, process::CommandExt},
     process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
+use common::engine::{docker, docker_ok, http, json_of, published_port};
 use common::*;
 use serde_json::{Value, json};
 
@@ -208,24 +207,6 @@ const HEALTH_PORT: u16 = 38887;
 const POSTGRES_UID: u32 = 999;
 const API_UID: u32 = 10001;
 const SECRET_PATH: &str = "/run/secrets/db_password";
-
-fn docker(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run the docker CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, out, err) = docker(args);
-    assert!(ok, "docker {} failed:\n{out}\n{err}", args.join(" "));
-    out
-}
 
 /// Builds the agent image once per test run under this file's own tag (the base image
 /// first, made locally when the engine cannot pull). Fails, never skips, without an engine.
@@ -425,12 +406,7 @@ impl Container {
     }
 
     fn port(&self, container_port: u16) -> u16 {
-        let out = docker_ok(&["port", &self.name, &format!("{container_port}/tcp")]);
-        out.lines()
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {out:?}"))
+        published_port(&self.name, container_port)
     }
 
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
@@ -456,44 +432,6 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.cleanup();
-    }
-}
-
-/// A tiny HTTP/1.1 client: status and body. A connection error counts as status 0.
-fn http(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
-    else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut resp = Vec::new();
-    if s.read_to_end(&mut resp).is_err() {
-        return (0, String::new());
-    }
-    let resp = String::from_utf8_lossy(&resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_owned())
-}
-
-/// The JSON object in a (possibly chunked) body.
-fn json_of(body: &str) -> Value {
-    match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a < b => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
     }
 }
 

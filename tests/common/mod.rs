@@ -16,6 +16,8 @@
 // no reaper here to race. clippy.toml's list guards src/.
 #![allow(clippy::disallowed_methods)]
 
+pub mod engine;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
